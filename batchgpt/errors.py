@@ -1,0 +1,144 @@
+"""Every error batchgpt raises, each knowing its `kind` and whether it is worth retrying.
+
+The `kind` is a short stable string written into result records; `retryable` decides whether the
+retry policy tries again. Callers catch by meaning::
+
+    BatchGptError
+    ├── MissingRequirementsError           curl_cffi (or an extra) is not installed
+    ├── ModelNotSupportedError  (ValueError)  model_not_supported  final
+    └── ProviderError           (ValueError)  the site failed to answer
+        ├── RetryableError
+        │   ├── NonceError                 nonce          the nonce failed again after a re-scrape
+        │   ├── RateLimitedError           rate_limited   429; carries Retry-After
+        │   ├── CloudflareChallengeError   cloudflare     needs a fresh session
+        │   ├── ServerError                server_error   5xx
+        │   ├── RequestTimeoutError        timeout
+        │   ├── TransportError             connection     refused, reset, proxy down
+        │   └── BadResponseError           bad_response   not JSON, or neither data nor msg
+        └── FinalError
+            ├── CaptchaError               captcha        the site's consent gate
+            ├── SiteError                  site_error     the plugin refused, with its message
+            ├── NoNonceError               no_nonce       the page carries no chat nonce
+            └── SiteChangedError           site_changed   400 "0" or another unexpected status
+
+Records of bad input lines use the kind `invalid_input` (never sent, never retried).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from batchgpt.redact import redact
+
+INVALID_INPUT = "invalid_input"
+#: The longest piece of a response body quoted in an error message.
+QUOTE_LIMIT = 300
+
+
+def quote_body(body: bytes | str, limit: int = QUOTE_LIMIT) -> str:
+    """A short, one-line, printable excerpt of a response body for an error message."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class BatchGptError(Exception):
+    """Base of every batchgpt error; the message is one line without credentials."""
+
+    kind: ClassVar[str] = "error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        self.message = redact(" ".join(str(message).split()))
+        self.http_status = http_status
+        super().__init__(self.message)
+
+
+class MissingRequirementsError(BatchGptError):
+    kind = "missing_requirements"
+
+
+class ModelNotSupportedError(BatchGptError, ValueError):
+    kind = "model_not_supported"
+
+
+class ProviderError(BatchGptError, ValueError):
+    """The site did not give an answer."""
+
+
+class RetryableError(ProviderError):
+    retryable = True
+
+
+class NonceError(RetryableError):
+    kind = "nonce"
+
+
+class RateLimitedError(RetryableError):
+    kind = "rate_limited"
+
+    def __init__(
+        self, message: str, *, http_status: int | None = 429, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, http_status=http_status)
+        self.retry_after = retry_after
+
+
+class CloudflareChallengeError(RetryableError):
+    kind = "cloudflare"
+
+
+class ServerError(RetryableError):
+    kind = "server_error"
+
+
+class RequestTimeoutError(RetryableError):
+    kind = "timeout"
+
+
+class TransportError(RetryableError):
+    kind = "connection"
+
+
+class BadResponseError(RetryableError):
+    kind = "bad_response"
+
+
+class FinalError(ProviderError):
+    retryable = False
+
+
+class CaptchaError(FinalError):
+    kind = "captcha"
+
+
+class SiteError(FinalError):
+    kind = "site_error"
+
+
+class NoNonceError(FinalError):
+    kind = "no_nonce"
+
+
+class SiteChangedError(FinalError):
+    kind = "site_changed"
+
+
+#: Whether a recorded error kind may succeed when tried again (used by --retry-errors).
+RETRYABLE_KINDS: frozenset[str] = frozenset(
+    cls.kind
+    for cls in (
+        NonceError,
+        RateLimitedError,
+        CloudflareChallengeError,
+        ServerError,
+        RequestTimeoutError,
+        TransportError,
+        BadResponseError,
+    )
+)
+
+#: Kinds that mean "the site cannot be reached": they feed the circuit breaker.
+UNREACHABLE_KINDS: frozenset[str] = frozenset(
+    {ServerError.kind, RequestTimeoutError.kind, TransportError.kind, CloudflareChallengeError.kind}
+)
