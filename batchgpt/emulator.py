@@ -11,6 +11,7 @@ under `/__emulator__/` change the configuration and read the counters from anoth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -411,3 +412,21 @@ def running_emulator(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def serve_forever(host: str, port: int, settings: dict[str, str]) -> None:
+    """Serve until interrupted (the `batchgpt emulator` command)."""
+    emulator = Emulator()
+    emulator.config.update(settings)
+    emulator._random = random.Random(emulator.config.seed)
+
+    async def main() -> None:
+        runner = await serve(emulator, host, port)
+        print(f"chatgpt.es emulator on http://{host}:{bound_port(runner)}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

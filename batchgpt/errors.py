@@ -20,6 +20,14 @@ retry policy tries again. Callers catch by meaning::
             ├── SiteError                  site_error     the plugin refused, with its message
             ├── NoNonceError               no_nonce       the page carries no chat nonce
             └── SiteChangedError           site_changed   400 "0" or another unexpected status
+    └── JobError                           the run cannot go on; carries the exit code
+        ├── UsageError                     2   bad option, unreadable input
+        ├── InputChangedError              2   the input or result-shaping options changed
+        ├── CorruptOutputError             2   a bad line in the middle of the output
+        ├── MergeConflictError             65  shard outputs overlap or miss lines
+        ├── SiteUnreachableError           69  the breaker gave up
+        ├── OutputWriteError               74  writing or syncing output/checkpoint failed
+        └── JobLockedError                 75  another run holds the job's lock
 
 Records of bad input lines use the kind `invalid_input` (never sent, never retried).
 """
@@ -142,3 +150,41 @@ RETRYABLE_KINDS: frozenset[str] = frozenset(
 UNREACHABLE_KINDS: frozenset[str] = frozenset(
     {ServerError.kind, RequestTimeoutError.kind, TransportError.kind, CloudflareChallengeError.kind}
 )
+
+
+class JobError(BatchGptError):
+    """The run cannot go on; `exit_code` is what the CLI exits with."""
+
+    exit_code: ClassVar[int] = 2
+
+
+class UsageError(JobError):
+    kind = "usage"
+
+
+class InputChangedError(JobError):
+    kind = "input_changed"
+
+
+class CorruptOutputError(JobError):
+    kind = "corrupt_output"
+
+
+class MergeConflictError(JobError):
+    kind = "merge_conflict"
+    exit_code = 65
+
+
+class SiteUnreachableError(JobError):
+    kind = "unreachable"
+    exit_code = 69
+
+
+class OutputWriteError(JobError):
+    kind = "io"
+    exit_code = 74
+
+
+class JobLockedError(JobError):
+    kind = "locked"
+    exit_code = 75

@@ -79,7 +79,7 @@ def check_status(status: int, headers: Mapping[str, str], body: bytes) -> None:
 
 def _site_refusal(obj: dict[str, object]) -> ProviderError | None:
     msg = obj.get("msg")
-    message = msg if isinstance(msg, str) and msg else "the site refused the message"
+    message = quote_body(msg) if isinstance(msg, str) and msg else "the site refused the message"
     if obj.get("status") == "error":
         if _NONCE_FAILED in message:
             return NonceError(f"nonce rejected: {message}", http_status=200)
@@ -98,10 +98,10 @@ def answer_from_json(obj: object) -> str:
     data = obj.get("data")
     if isinstance(data, str):
         if CAPTCHA_TEXT in data:
-            raise CaptchaError(data, http_status=200)
+            raise CaptchaError(quote_body(data), http_status=200)
         return data
     if isinstance(obj.get("msg"), str):
-        raise SiteError(obj["msg"], http_status=200)  # type: ignore[arg-type]
+        raise SiteError(quote_body(obj["msg"]), http_status=200)  # type: ignore[arg-type]
     raise BadResponseError(f"reply has neither data nor msg: {quote_body(orjson.dumps(obj))}")
 
 
@@ -163,5 +163,5 @@ def parse_answer(status: int, headers: Mapping[str, str], body: bytes) -> str:
 
 def _checked_answer(text: str) -> str:
     if CAPTCHA_TEXT in text:
-        raise CaptchaError(text, http_status=200)
+        raise CaptchaError(quote_body(text), http_status=200)
     return text

@@ -22,8 +22,12 @@ _DIV_TAG = re.compile(r"<div\s[^<>]{0,4096}>", re.IGNORECASE)
 _ATTRIBUTE = re.compile(
     r"""\s([a-z-]{1,32})=(?:"([^"<>]{0,2048})"|'([^'<>]{0,2048})')""", re.IGNORECASE
 )
+# The object's text may not run into another "wpaicgParams": each character is scanned for one
+# candidate only, so repeated openings cannot make the search quadratic.
 _WPAICG_PARAMS = re.compile(
-    r"wpaicgParams\s*=\s*\{[^<]{0,8192}?\"search_nonce\"\s*:\s*\"" + _TOKEN + '"'
+    r"wpaicgParams\s*=\s*\{(?:[^<w]|w(?!paicgParams)){0,8192}?\"search_nonce\"\s*:\s*\""
+    + _TOKEN
+    + '"'
 )
 _FALLBACK_NONCES = (
     re.compile(rf"<input\s+type={_Q}hidden{_Q}\s+name={_Q}_wpnonce{_Q}\s+value={_Q}{_TOKEN}{_Q}"),
@@ -55,7 +59,9 @@ def _chat_widget(text: str) -> dict[str, str] | None:
         markup = tag.group(0)
         if "wpaicg-chat" not in markup or "data-nonce" not in markup:
             continue
-        return {m[1].lower(): html.unescape(m[2] or m[3]) for m in _ATTRIBUTE.finditer(markup)}
+        return {
+            m[1].lower(): html.unescape(m[2] or m[3] or "") for m in _ATTRIBUTE.finditer(markup)
+        }
     return None
 
 

@@ -1,0 +1,3 @@
+from batchgpt.cli import main
+
+main()

@@ -1,0 +1,314 @@
+"""Exactly-once results: the output file is the log, the checkpoint says what it was made from.
+
+- Result lines are appended by one writer, each in a single write, so after kill -9 only requests
+  in flight are redone. Every `sync_lines` lines or `sync_seconds` the output is fsynced and the
+  checkpoint (input fingerprint, result-shaping options, committed offset, counts) is replaced
+  atomically: temp file, fsync, os.replace, fsync of the folder.
+- On resume `recover_output` reads the output once: a torn or garbage tail is cut, a bad line in the
+  middle stops the run (exit 2) unless `repair` drops it, a line repeated for one input line counts
+  as corruption. What it read is the done set: input lines are skipped by number.
+- `JobLock` holds an flock on OUTPUT.lock for the whole run; the kernel drops it even after kill -9.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchgpt.errors import (
+    CorruptOutputError,
+    InputChangedError,
+    JobLockedError,
+    OutputWriteError,
+)
+from batchgpt.inputs import IdIndex, LineSet
+from batchgpt.records import RecordedResult, decode_result, id_key
+
+CHECKPOINT_VERSION = 1
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old or the new file, whole."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temp.open("wb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temp, path)
+    fsync_directory(path.parent)
+
+
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    """sha256 and size of the input: what decides whether a checkpoint still applies."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return {"sha256": digest.hexdigest(), "size": path.stat().st_size}
+
+
+# lock -----------------------------------------------------------------------------------------
+
+
+class JobLock:
+    """An exclusive, non-blocking flock on `path`, which also names its holder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise JobLockedError(
+                f"another run holds {self.path} ({holder}); nothing was touched"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> JobLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def lock_holder(path: Path) -> str | None:
+    """Who holds the lock at `path` right now, or None."""
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)
+    return None
+
+
+# checkpoint -----------------------------------------------------------------------------------
+
+
+def read_checkpoint(path: Path) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except orjson.JSONDecodeError as exc:
+        raise InputChangedError(f"checkpoint {path} is unreadable ({exc}); use --restart") from exc
+    return data if isinstance(data, dict) else None
+
+
+def check_checkpoint(
+    saved: dict[str, Any], input_print: dict[str, Any], options: dict[str, Any], input_path: Path
+) -> None:
+    """Refuse to resume a job whose input or result-shaping options changed."""
+    advice = "to start over, run again with --restart"
+    old_input = saved.get("input", {})
+    if old_input != input_print:
+        raise InputChangedError(
+            f"{input_path} changed since the checkpoint (size {old_input.get('size')} → "
+            f"{input_print['size']}, sha256 {str(old_input.get('sha256'))[:12]} → "
+            f"{input_print['sha256'][:12]}); {advice}"
+        )
+    old_options = saved.get("options", {})
+    changed = [
+        f"{key} {old_options.get(key)!r} → {options.get(key)!r}"
+        for key in sorted(set(old_options) | set(options))
+        if old_options.get(key) != options.get(key)
+    ]
+    if changed:
+        raise InputChangedError(
+            f"options that shape results changed since the checkpoint: {', '.join(changed)}; "
+            f"{advice}"
+        )
+
+
+# output ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RecoveredOutput:
+    """The done set rebuilt from an output file."""
+
+    done: LineSet = field(default_factory=LineSet)
+    seen: IdIndex = field(default_factory=IdIndex)
+    ok: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    size: int = 0
+    cut_bytes: int = 0
+    dropped_lines: int = 0
+
+    def add(self, record: RecordedResult) -> None:
+        self.done.add(record.line)
+        if record.id is not None:
+            self.seen.setdefault(id_key(record.id), record.line)
+        if record.ok:
+            self.ok += 1
+        else:
+            self.errors[record.kind or "unknown"] += 1
+
+
+def _scan(path: Path) -> tuple[RecoveredOutput, list[tuple[int, int, str]], int, int]:
+    """The good lines read back, the bad ones (output line, byte offset, reason), the end of the
+    last good line and the file size."""
+    recovered = RecoveredOutput()
+    bad: list[tuple[int, int, str]] = []
+    offset = good_end = 0
+    with path.open("rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            reason = None
+            if not raw.endswith(b"\n"):
+                reason = "torn line (no line end)"
+            else:
+                try:
+                    record = decode_result(raw)
+                except ValueError as exc:
+                    reason = f"not a result line ({str(exc)[:80]})"
+                else:
+                    if record.line in recovered.done:
+                        reason = f"second result for input line {record.line}"
+                    else:
+                        recovered.add(record)
+            if reason:
+                bad.append((number, offset, reason))
+            offset += len(raw)
+            if not reason:
+                good_end = offset
+    return recovered, bad, good_end, offset
+
+
+def recover_output(
+    path: Path,
+    *,
+    repair: bool = False,
+    drop: Callable[[RecordedResult], bool] | None = None,
+    read_only: bool = False,
+) -> RecoveredOutput:
+    """Make `path` a clean log of complete results and read back what it holds.
+
+    A bad tail is cut in place. Bad lines before good ones are corruption: reported with line and
+    offset, or dropped when `repair` is set. Lines for which `drop` is true (retryable errors under
+    --retry-errors) are removed too, by an atomic rewrite. `read_only` only reads the good lines.
+    """
+    if not path.exists():
+        return RecoveredOutput()
+    recovered, bad, good_end, size = _scan(path)
+    if read_only:
+        return recovered
+    middle = [entry for entry in bad if entry[1] < good_end]
+    if middle and not repair:
+        line, offset, reason = middle[0]
+        more = f" (and {len(middle) - 1} more)" if len(middle) > 1 else ""
+        raise CorruptOutputError(
+            f"{path} is corrupt at line {line}, byte offset {offset}: {reason}{more}; "
+            "nothing was touched. Run again with --repair to drop bad lines (their prompts are "
+            "redone), or --restart to start over"
+        )
+    cut = size - good_end
+    if cut:
+        with path.open("r+b") as stream:
+            stream.truncate(good_end)
+            os.fsync(stream.fileno())
+    if middle or drop is not None:
+        recovered = _rewrite(path, drop)
+    recovered.cut_bytes = cut
+    recovered.size = path.stat().st_size
+    return recovered
+
+
+def _rewrite(path: Path, drop: Callable[[RecordedResult], bool] | None) -> RecoveredOutput:
+    """Keep the good, first, undropped result of each input line; replace `path` atomically."""
+    recovered = RecoveredOutput()
+    temp = path.with_name(f".{path.name}.rewrite.tmp")
+    with path.open("rb") as source, temp.open("wb") as target:
+        for raw in source:
+            try:
+                record = decode_result(raw)
+            except ValueError:
+                record = None
+            if record is None or record.line in recovered.done or (drop and drop(record)):
+                recovered.dropped_lines += 1
+                continue
+            recovered.add(record)
+            target.write(raw)
+        target.flush()
+        os.fsync(target.fileno())
+    os.replace(temp, path)
+    fsync_directory(path.parent)
+    return recovered
+
+
+class ResultLog:
+    """The single writer's handle on the output and the checkpoint."""
+
+    def __init__(self, output: Path, checkpoint: Path, header: dict[str, Any]) -> None:
+        self.output = output
+        self.checkpoint = checkpoint
+        self.header = header
+        self._fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.offset = os.fstat(self._fd).st_size
+
+    def append(self, data: bytes) -> None:
+        """Hand complete lines to the OS in one write; a short write is an I/O error."""
+        try:
+            written = os.write(self._fd, data)
+        except OSError as exc:
+            raise OutputWriteError(_io_message(self.output, exc)) from exc
+        if written != len(data):
+            raise OutputWriteError(f"writing {self.output}: short write (disk full?)")
+        self.offset += written
+
+    def commit(self, counts: dict[str, Any]) -> None:
+        """fsync the output, then replace the checkpoint to point at what is now durable."""
+        try:
+            os.fsync(self._fd)
+            state = {
+                **self.header,
+                "output_offset": self.offset,
+                "counts": counts,
+                "updated_at": time.time(),
+            }
+            replace_atomically(self.checkpoint, orjson.dumps(state, option=orjson.OPT_INDENT_2))
+        except OSError as exc:
+            raise OutputWriteError(_io_message(self.checkpoint, exc)) from exc
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _io_message(path: Path, exc: OSError) -> str:
+    reason = {errno.ENOSPC: "disk full", errno.EFBIG: "file too large", errno.EIO: "I/O error"}
+    what = reason.get(exc.errno or 0, exc.strerror or str(exc))
+    return f"writing {path} failed: {what}; state is resumable, run again once fixed"

@@ -1,0 +1,122 @@
+"""What a person watching the run sees: a tqdm bar on a terminal, a log line every few seconds
+otherwise (cron, Kubernetes), and a summary at the end."""
+
+from __future__ import annotations
+
+import logging
+import time
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from batchgpt.records import Result
+
+log = logging.getLogger("batchgpt")
+LOG_EVERY_SECONDS = 10.0
+
+
+@dataclass
+class RunStats:
+    """Counts of this run (what it wrote), plus what earlier runs had already done."""
+
+    ok: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies_ms: array[int] = field(default_factory=lambda: array("I"))
+    retries: int = 0
+    previous_ok: int = 0
+    previous_errors: Counter[str] = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, result: Result) -> None:
+        if result.error is None:
+            self.ok += 1
+        else:
+            self.errors[result.error.kind] += 1
+        if result.attempts:
+            self.latencies_ms.append(min(result.latency_ms, 2**32 - 1))
+            self.retries += result.attempts - 1
+
+    @property
+    def written(self) -> int:
+        return self.ok + sum(self.errors.values())
+
+    @property
+    def total_ok(self) -> int:
+        return self.ok + self.previous_ok
+
+    @property
+    def total_errors(self) -> Counter[str]:
+        return self.errors + self.previous_errors
+
+    def counts(self) -> dict[str, Any]:
+        """The checkpoint's counts: everything in the output so far."""
+        return {"ok": self.total_ok, "errors": dict(self.total_errors)}
+
+    def percentile(self, fraction: float) -> int | None:
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+class Progress:
+    """Progress on stderr: a bar when `bar` is set, else periodic log lines."""
+
+    def __init__(self, stats: RunStats, *, total: int | None, bar: bool) -> None:
+        self.stats = stats
+        self.total = total
+        self._bar = (
+            tqdm(total=total, unit="prompt", dynamic_ncols=True, smoothing=0.1) if bar else None
+        )
+        self._next_log = time.monotonic() + LOG_EVERY_SECONDS
+
+    def update(self, count: int) -> None:
+        if self._bar is not None:
+            self._bar.update(count)
+            self._bar.set_postfix(errors=sum(self.stats.errors.values()), refresh=False)
+            return
+        now = time.monotonic()
+        if now >= self._next_log:
+            self._next_log = now + LOG_EVERY_SECONDS
+            log.info("progress %s", self.line())
+
+    def line(self) -> str:
+        stats = self.stats
+        elapsed = max(time.monotonic() - stats.started, 1e-9)
+        rate = stats.written / elapsed
+        text = f"{stats.written} written ({sum(stats.errors.values())} errors), {rate:.1f}/s"
+        if self.total:
+            remaining = max(self.total - stats.written, 0)
+            eta = remaining / rate if rate else float("inf")
+            text += f", ~{remaining} left, ETA {_duration(eta)}"
+        return text
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def summary_lines(stats: RunStats, output: str) -> list[str]:
+    """The end-of-run summary."""
+    elapsed = time.monotonic() - stats.started
+    errors = ", ".join(f"{kind} {count}" for kind, count in stats.total_errors.most_common())
+    p50, p95 = stats.percentile(0.50), stats.percentile(0.95)
+    latency = f"p50 {p50} ms, p95 {p95} ms" if p50 is not None else "no requests"
+    return [
+        f"this run: {stats.written} results ({stats.ok} ok) in {elapsed:.1f} s, "
+        f"{stats.written / max(elapsed, 1e-9):.1f} prompts/s, {stats.retries} retries, {latency}",
+        f"output: {stats.total_ok} ok, {sum(stats.total_errors.values())} errors"
+        + (f" ({errors})" if errors else "")
+        + f" → {output}",
+    ]
