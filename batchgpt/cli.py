@@ -123,6 +123,8 @@ def main() -> None:
     help="Seconds in-flight requests get after SIGINT/SIGTERM [default: 20].",
 )
 @_option("--max-line-bytes", type=int, help="Longest accepted input line [default: 8 MiB].")
+@_option("--sync-lines", type=int, help="fsync output and checkpoint every N lines [default: 512].")
+@_option("--sync-seconds", type=float, help="... or every S seconds, whichever first [default: 1].")
 @_option(
     "--report", type=click.Path(path_type=Path), help="Also write an HTML report here at the end."
 )

@@ -35,6 +35,8 @@ JOB_KEYS: dict[str, tuple[type, ...]] = {
     "format": (str,),
     "drain_timeout": _NUMBER,
     "max_line_bytes": (int,),
+    "sync_lines": (int,),
+    "sync_seconds": _NUMBER,
     "report": (str,),
 }
 _PATH_KEYS = ("input", "output", "checkpoint", "proxy_file", "report")
@@ -154,4 +156,6 @@ def build_config(values: dict[str, Any]) -> RunConfig:
             "max_line_bytes", values.get("max_line_bytes") or DEFAULT_MAX_LINE_BYTES
         ),
         report=Path(values["report"]) if values.get("report") else None,
+        sync_lines=_positive("sync_lines", values.get("sync_lines") or 512),
+        sync_seconds=_positive("sync_seconds", values.get("sync_seconds") or 1.0, 0.001),
     )

@@ -41,6 +41,7 @@ OTHER_KIND = "other"
 #: Attempts at or above this share one bar.
 MAX_ATTEMPTS_BAR = 20
 MESSAGE_LIMIT = 500
+KIND_LIMIT = 64
 LATENCY_BUCKETS_PER_DECADE = 20
 #: Relative error of a reported percentile: half a log bucket, 10^(1/40) - 1.
 LATENCY_PRECISION = 10 ** (1 / (2 * LATENCY_BUCKETS_PER_DECADE)) - 1
@@ -89,9 +90,10 @@ def write_report(
 ) -> ReportSummary:
     """Read `results` in one streaming pass and write the HTML report to `out` atomically.
 
-    `rate` (requests/s) is drawn as a line on the throughput chart; `rerun_command` is shown as the
-    way to rerun the error records (a placeholder command when None). Raises ReportDependencyError
-    before reading anything when plotly is missing, OSError when a file cannot be read or written.
+    `rate` (requests/s) is drawn as a line on the throughput chart (None or 0, unlimited: no line);
+    `rerun_command` is shown as the way to rerun the error records (a placeholder when None).
+    Raises ReportDependencyError before reading anything when plotly is missing, and OSError when
+    a file cannot be read or written.
     """
     plotly = _import_plotly()
     paths = [Path(path) for path in results]
@@ -155,10 +157,14 @@ class _Source:
 def _outcome(obj: dict[str, Any]) -> _Outcome | None:
     """Either shape to an _Outcome; None when the object is no result record."""
     if "status" in obj:
-        return _native_outcome(obj)
-    if "custom_id" in obj or "response" in obj:
-        return _openai_outcome(obj)
-    return None
+        outcome = _native_outcome(obj)
+    elif "custom_id" in obj or "response" in obj:
+        outcome = _openai_outcome(obj)
+    else:
+        return None
+    if outcome.kind is not None:
+        outcome.kind = outcome.kind[:KIND_LIMIT]
+    return outcome
 
 
 def _native_outcome(obj: dict[str, Any]) -> _Outcome:
@@ -374,10 +380,11 @@ class _Aggregate:
 
     def add(self, outcome: _Outcome, source: str) -> None:
         self.records += 1
-        kind = None if outcome.kind is None else self._kind(outcome.kind)
-        if kind is None:
+        kind = None
+        if outcome.kind is None:
             self.ok += 1
         else:
+            kind = self._kind(outcome.kind)
             self.errors_by_kind[kind] += 1
             self.retryable_errors += outcome.retryable
             if len(self.error_rows) < ERROR_ROWS:
@@ -386,7 +393,7 @@ class _Aggregate:
                         source,
                         outcome.line,
                         outcome.id,
-                        kind,
+                        outcome.kind,
                         outcome.message[:MESSAGE_LIMIT],
                         outcome.retryable,
                     )
@@ -404,19 +411,14 @@ class _Aggregate:
             self.timeline.add(outcome.at, kind)
 
     def _kind(self, kind: str) -> str:
-        kind = kind[:64]
+        """`kind`, or OTHER_KIND once MAX_KINDS distinct kinds have been seen."""
         if kind in self.errors_by_kind or len(self.errors_by_kind) < MAX_KINDS:
             return kind
         return OTHER_KIND
 
-    @property
-    def wall_seconds(self) -> float | None:
-        timed = self.records - self.untimed
-        return self.timeline.last - self.timeline.first if timed else None
-
     def summary(self) -> ReportSummary:
-        wall = self.wall_seconds
         timed = self.records - self.untimed
+        wall = self.timeline.last - self.timeline.first if timed else None
         return ReportSummary(
             records=self.records,
             ok=self.ok,
@@ -485,7 +487,7 @@ def _render(
 <body>
 <h1>{_e(title)}</h1>
 <p class="muted">Generated {generated} from {_sources_html(aggregate.sources)}.</p>
-{_totals_html(aggregate, summary)}
+{_totals_html(summary)}
 <h2>Charts</h2>
 <div class="charts">{chart_html}</div>
 {_errors_html(aggregate, summary, rerun_command)}
@@ -538,7 +540,7 @@ def _sources_html(sources: list[_Source]) -> str:
     return ", ".join(parts) or "no files"
 
 
-def _totals_html(aggregate: _Aggregate, summary: ReportSummary) -> str:
+def _totals_html(summary: ReportSummary) -> str:
     per_second = summary.prompts_per_second
     cells = [
         ("total-records", "prompts", _count(summary.records)),
@@ -672,7 +674,7 @@ def _throughput_figure(
             "records / s",
         ),
     )
-    if rate is not None:
+    if rate:
         figure.add_hline(
             y=rate,
             line_dash="dash",
