@@ -51,4 +51,11 @@ def run_demo(keep: Path | None = None) -> int:
     for line in summary_lines(outcome.stats, str(output)):
         click.echo(line)
     click.echo("the error records are expected: the samples hold a captcha prompt and bad lines")
+    from batchgpt.report import ReportDependencyError, write_report
+
+    try:
+        write_report([output], folder / "report.html", rerun_command=f"batchgpt run {prompts}")
+        click.echo(f"report: {folder / 'report.html'}")
+    except ReportDependencyError as error:
+        click.echo(f"report: skipped ({error})")
     return 0 if outcome.exit_code in (0, 1) else outcome.exit_code

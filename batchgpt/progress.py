@@ -81,7 +81,8 @@ class Progress:
         now = time.monotonic()
         if now >= self._next_log:
             self._next_log = now + LOG_EVERY_SECONDS
-            log.info("progress %s", self.line())
+            counts = {"written": self.stats.written, "errors": sum(self.stats.errors.values())}
+            log.info("progress %s", self.line(), extra={"fields": counts})
 
     def line(self) -> str:
         stats = self.stats
