@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -179,7 +180,8 @@ def run(ctx: click.Context, input_path: Path, **options: Any) -> None:
     for line in summary_lines(outcome.stats, str(config.output)):
         click.echo(f"batchgpt: {line}", err=True)
     if config.report is not None:
-        _write_report([config.output], config.report, rate=config.rate or None)
+        rerun = " ".join(["batchgpt", *map(shlex.quote, sys.argv[1:]), "--retry-errors"])
+        _write_report([config.output], config.report, rate=config.rate or None, rerun=rerun)
     sys.exit(outcome.exit_code)
 
 
@@ -283,11 +285,13 @@ def report(results: tuple[Path, ...], output: Path, rate: str | None) -> None:
         _fail(error)
 
 
-def _write_report(results: list[Path], output: Path, *, rate: float | None) -> None:
+def _write_report(
+    results: list[Path], output: Path, *, rate: float | None, rerun: str | None = None
+) -> None:
     from batchgpt.report import ReportDependencyError, write_report
 
     try:
-        write_report(results, output, rate=rate)
+        write_report(results, output, rate=rate, rerun_command=rerun)
     except ReportDependencyError as error:
         _fail(UsageError(str(error)))
     click.echo(f"batchgpt: report written to {output}", err=True)
