@@ -12,9 +12,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from aiolimiter import AsyncLimiter
-
 from batchgpt.errors import UNREACHABLE_KINDS, ProviderError
+from batchgpt.pacing import Pacer
 from batchgpt.providers.session import ChatGptEsSession
 
 BENCH_AFTER_FAILURES = 3
@@ -29,7 +28,7 @@ class SessionPool:
         sessions: int,
         proxies: list[str],
         timeout: float,
-        limiter: AsyncLimiter | None,
+        limiter: Pacer | None,
         max_clients: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -22,8 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiolimiter import AsyncLimiter
-
 from batchgpt.checkpoint import (
     CHECKPOINT_VERSION,
     JobLock,
@@ -37,6 +35,7 @@ from batchgpt.checkpoint import (
 from batchgpt.config import RunConfig
 from batchgpt.errors import JobError, OutputWriteError, ProviderError, UsageError
 from batchgpt.inputs import read_prompts
+from batchgpt.pacing import Pacer
 from batchgpt.pool import SessionPool
 from batchgpt.progress import Progress, RunStats
 from batchgpt.providers.chatgpt_es import ChatGptEs
@@ -45,8 +44,6 @@ from batchgpt.retry import CircuitBreaker, RetryPolicy, send_with_retries
 
 log = logging.getLogger("batchgpt")
 
-#: Pace a little under the rate so network jitter never shows the site R+1 in a second.
-RATE_HEADROOM = 1.005
 _END = None
 
 
@@ -57,13 +54,6 @@ class RunOutcome:
     exit_code: int
     stats: RunStats
     stopped_by: str | None = None
-
-
-def rate_limiter(rate: float) -> AsyncLimiter | None:
-    """Even pacing: one request per 1/rate seconds, never a burst (capacity 1)."""
-    if rate <= 0:
-        return None
-    return AsyncLimiter(1, RATE_HEADROOM / rate)
 
 
 def count_lines(path: Path) -> int:
@@ -151,7 +141,7 @@ class Runner:
                 sessions=config.sessions,
                 proxies=config.proxies,
                 timeout=config.timeout,
-                limiter=rate_limiter(config.rate),
+                limiter=Pacer(config.rate) if config.rate > 0 else None,
                 max_clients=-(-config.concurrency // config.sessions) + 1,
             )
             writer = asyncio.create_task(self._write(result_log, progress))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiolimiter import AsyncLimiter
 
 from batchgpt.emulator import NONCE_FAILURES, expected_answer
 from batchgpt.errors import (
@@ -19,6 +18,7 @@ from batchgpt.errors import (
     NoNonceError,
     SiteError,
 )
+from batchgpt.pacing import Pacer
 from batchgpt.providers import ChatGptEsSession
 
 MARKUPS_WITH_NONCE = ["data-nonce", "wpaicgParams", "hidden-input", "script-var"]
@@ -226,16 +226,16 @@ async def test_stream_site_refusal_is_raised(emulator) -> None:
                 pass
 
 
-class CountingLimiter(AsyncLimiter):
-    """A real `AsyncLimiter` that also counts how often it was entered."""
+class CountingLimiter(Pacer):
+    """A real `Pacer` that also counts how often it was entered."""
 
     def __init__(self) -> None:
-        super().__init__(max_rate=1000, time_period=1)
+        super().__init__(1000)
         self.acquired = 0
 
-    async def acquire(self, amount: float = 1) -> None:
+    async def acquire(self) -> None:
         self.acquired += 1
-        await super().acquire(amount)
+        await super().acquire()
 
 
 async def test_every_request_passes_the_rate_limiter(emulator) -> None:

@@ -33,8 +33,9 @@ from batchgpt.providers.answer import (
 from batchgpt.providers.page import ChatPage, find_chat_page
 
 if TYPE_CHECKING:
-    from aiolimiter import AsyncLimiter
     from curl_cffi.requests import AsyncSession, Response
+
+    from batchgpt.pacing import Pacer
 
 T = TypeVar("T")
 
@@ -92,7 +93,7 @@ class ChatGptEsSession:
         api_endpoint: str | None = None,
         proxy: str | None = None,
         timeout: float = 120.0,
-        limiter: AsyncLimiter | None = None,
+        limiter: Pacer | None = None,
         max_clients: int = 10,
     ) -> None:
         self.url = url.rstrip("/") or url
