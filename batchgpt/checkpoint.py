@@ -281,13 +281,21 @@ class ResultLog:
         self.offset = os.fstat(self._fd).st_size
 
     def append(self, data: bytes) -> None:
-        """Hand complete lines to the OS in one write; a short write is an I/O error."""
+        """Hand complete lines to the OS in one write; a short write is an I/O error.
+
+        After a short write the rest is written once more, so the OS says why (ENOSPC, EFBIG)."""
+        written = 0
         try:
             written = os.write(self._fd, data)
+            if 0 < written < len(data):
+                written += os.write(self._fd, data[written:])
         except OSError as exc:
             raise OutputWriteError(_io_message(self.output, exc)) from exc
         if written != len(data):
-            raise OutputWriteError(f"writing {self.output}: short write (disk full?)")
+            raise OutputWriteError(
+                f"writing {self.output} failed: short write (disk full?); state is resumable, "
+                "run again once fixed"
+            )
         self.offset += written
 
     def commit(self, counts: dict[str, Any]) -> None:

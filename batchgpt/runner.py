@@ -128,6 +128,9 @@ class Runner:
         config = self.config
         if not config.input.is_file():
             raise UsageError(f"cannot read input {config.input}: no such file")
+        for path in (config.output, config.checkpoint):
+            if not path.parent.is_dir():
+                raise UsageError(f"cannot write {path}: the folder {path.parent} does not exist")
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit must be EFBIG, not death
         with JobLock(config.lock_path):
             result_log, recovered = self._prepare()
@@ -201,32 +204,32 @@ class Runner:
 
     async def _read(self, recovered: RecoveredOutput) -> None:
         config = self.config
-        try:
-            for item in read_prompts(
-                config.input,
-                default_model=config.model,
-                seen=recovered.seen,
-                done=recovered.done,
-                shard=config.shard,
-                max_line_bytes=config.max_line_bytes,
-            ):
-                if self._stop.is_set():
-                    break
-                if isinstance(item, InvalidLine):
-                    await self._results.put(Result.invalid(item))
-                    continue
-                if item.ignored_params and not self._warned_params:
-                    self._warned_params = True
-                    log.warning(
-                        "line %d: body fields %s are not supported by chatgpt.es and are "
-                        "ignored (reported once)",
-                        item.line,
-                        ", ".join(item.ignored_params),
-                    )
-                await self._prompts.put(item)
-        finally:
-            for _ in range(config.concurrency):
-                await self._prompts.put(_END)
+        for item in read_prompts(
+            config.input,
+            default_model=config.model,
+            seen=recovered.seen,
+            done=recovered.done,
+            shard=config.shard,
+            max_line_bytes=config.max_line_bytes,
+        ):
+            if self._stop.is_set():
+                break
+            if isinstance(item, InvalidLine):
+                await self._results.put(Result.invalid(item))
+                continue
+            if item.ignored_params and not self._warned_params:
+                self._warned_params = True
+                log.warning(
+                    "line %d: body fields %s are not supported by chatgpt.es and are "
+                    "ignored (reported once)",
+                    item.line,
+                    ", ".join(item.ignored_params),
+                )
+            await self._prompts.put(item)
+        # Not in a `finally`: once cancelled, the workers are gone and a put on a full queue
+        # would block forever, so the task group (and the run) would never end.
+        for _ in range(config.concurrency):
+            await self._prompts.put(_END)
 
     async def _work(self, pool: SessionPool) -> None:
         while (record := await self._prompts.get()) is not _END:

@@ -1,0 +1,281 @@
+"""Helpers for tests that drive the real `batchgpt` CLI in subprocesses.
+
+Prompt files, CLI invocations (blocking or in the background), reading and checking results
+files, bounded polling, and a tiny HTTP forward proxy that counts what it carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from batchgpt.emulator import expected_answer
+from batchgpt.providers import ChatGptEs
+
+CLI = [sys.executable, "-m", "batchgpt"]
+#: Longest any single CLI invocation may take in these tests.
+CLI_TIMEOUT = 60.0
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a CLI subprocess: ours without BATCHGPT_* settings, plus `extra`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("BATCHGPT_")
+        and key not in ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID")
+    }
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_args(input_path: Path, url: str, *extra: str) -> list[str]:
+    """`batchgpt run INPUT --base-url URL --no-progress EXTRA…`."""
+    return [*CLI, "run", str(input_path), "--base-url", url, "--no-progress", *extra]
+
+
+def batchgpt(
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = CLI_TIMEOUT,
+    **kwargs: Any,
+) -> subprocess.CompletedProcess[str]:
+    """Run a full command line (see `run_args`) to its end and capture its text output."""
+    return subprocess.run(
+        args,
+        env=env or cli_env(),
+        cwd=cwd,
+        timeout=timeout,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        **kwargs,
+    )
+
+
+def start(
+    args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, **kwargs: Any
+) -> subprocess.Popen[str]:
+    """Start a command line in the background, its output captured."""
+    return subprocess.Popen(
+        args,
+        env=env or cli_env(),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        **kwargs,
+    )
+
+
+@pytest.fixture(name="spawn")
+def spawn_fixture() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """`spawn(args)`: `start` for one test; whatever still runs when the test ends is killed.
+
+    Import `spawn_fixture` into a test module to use it."""
+    started: list[subprocess.Popen[str]] = []
+
+    def spawn_(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        started.append(start(args, **kwargs))
+        return started[-1]
+
+    yield spawn_
+    for process in started:
+        if process.poll() is None:
+            process.kill()  # SIGKILL also ends a process left stopped by SIGSTOP
+        process.communicate(timeout=10)
+
+
+def finish(process: subprocess.Popen[str], timeout: float = CLI_TIMEOUT) -> tuple[int, str, str]:
+    """Wait for a background process (killing it past `timeout`): exit code, stdout, stderr."""
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        raise AssertionError(f"{process.args} did not end within {timeout} s:\n{err}") from None
+    return process.returncode, out, err
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+# prompts ----------------------------------------------------------------------------------------
+
+
+def prompt_text(record_id: str) -> str:
+    return f"Question {record_id}: what is {len(record_id)} times seven?"
+
+
+def write_prompts(path: Path, count: int, *, prefix: str = "q", extra: str = "") -> list[str]:
+    """`count` prompt lines with ids prefix0…; returns the ids."""
+    ids = [f"{prefix}{n}" for n in range(count)]
+    path.write_text(
+        "".join(json.dumps({"id": i, "prompt": prompt_text(i) + extra}) + "\n" for i in ids),
+        encoding="utf-8",
+    )
+    return ids
+
+
+def message_of(prompt: str) -> str:
+    """The `message` form field the emulator receives for a one-prompt line."""
+    return ChatGptEs.format_message([{"role": "user", "content": prompt}])
+
+
+def answer_of(record_id: str, extra: str = "") -> str:
+    return expected_answer(message_of(prompt_text(record_id) + extra))
+
+
+# results ----------------------------------------------------------------------------------------
+
+
+def complete_lines(path: Path) -> int:
+    """How many complete lines `path` holds now (0 when it does not exist)."""
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Every line of a results file; fails on a torn or non-JSON line."""
+    data = path.read_bytes()
+    assert not data or data.endswith(b"\n"), f"{path} ends with a torn line: {data[-80:]!r}"
+    records = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            records.append(json.loads(raw))
+        except ValueError as exc:
+            raise AssertionError(f"{path}:{number} is not JSON: {raw[:80]!r}") from exc
+    return records
+
+
+def assert_exactly_once(
+    path: Path, ids: list[str], *, all_ok: bool = True, extra: str = ""
+) -> list[dict[str, Any]]:
+    """Every id in `ids` appears exactly once in `path`, and nothing else does."""
+    records = read_results(path)
+    seen = [record["id"] for record in records]
+    assert sorted(seen) == sorted(ids), (
+        f"{path}: {len(seen)} lines for {len(ids)} ids; "
+        f"duplicates {sorted({i for i in seen if seen.count(i) > 1})[:10]}, "
+        f"missing {sorted(set(ids) - set(seen))[:10]}"
+    )
+    if all_ok:
+        for record in records:
+            assert record["status"] == "ok", record
+            assert record["response"] == answer_of(record["id"], extra), record
+    return records
+
+
+# a forward proxy --------------------------------------------------------------------------------
+
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
+)
+
+
+class ForwardProxy:
+    """A plain-HTTP forward proxy: absolute-form requests are sent on; `requests` counts them."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self._client: aiohttp.ClientSession | None = None
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.requests += 1
+        if self._client is None:
+            self._client = aiohttp.ClientSession(
+                auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+            )
+        target = str(request.url)  # absolute-form: the whole target URL is in the request line
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
+        body = await request.read()
+        async with self._client.request(
+            request.method,
+            target,
+            headers=headers,
+            data=body or None,
+            allow_redirects=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
+        ) as upstream:
+            payload = await upstream.read()
+            reply = [(k, v) for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP]
+        response = web.Response(status=upstream.status, body=payload)
+        for key, value in reply:
+            response.headers.add(key, value)
+        return response
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+@contextmanager
+def running_proxy() -> Iterator[tuple[ForwardProxy, str]]:
+    """Serve a `ForwardProxy` on a free loopback port from a thread; yield it and its URL."""
+    proxy = ForwardProxy()
+    loop = asyncio.new_event_loop()
+    started: dict[str, Any] = {}
+    ready = threading.Event()
+
+    async def serve() -> web.ServerRunner:
+        runner = web.ServerRunner(web.Server(proxy.handle), handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        started["runner"] = loop.run_until_complete(serve())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="forward-proxy", daemon=True)
+    thread.start()
+    assert ready.wait(10), "the forward proxy did not start"
+    runner: web.ServerRunner = started["runner"]
+    try:
+        yield proxy, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.close(), loop).result(10)
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

@@ -1,0 +1,496 @@
+"""Issue #4, the proof: the real CLI in subprocesses against the emulator, killed, cut, locked out,
+signalled, starved of disk space, and resumed, and every id still ends as exactly one line.
+
+The emulator runs in this process, so its counters tell how much work was redone: after kill -9
+only the requests in flight may be answered twice, so answered − prompts <= kills × concurrency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from support_jobs import (
+    CLI,
+    assert_exactly_once,
+    batchgpt,
+    complete_lines,
+    finish,
+    message_of,
+    prompt_text,
+    read_results,
+    run_args,
+    spawn_fixture,  # noqa: F401  (the `spawn` fixture)
+    wait_for,
+    write_prompts,
+)
+
+CONCURRENCY = 4
+
+
+def answered(emulator) -> int:
+    return sum(emulator.stats.answered.values())
+
+
+def settle(emulator, timeout: float = 10.0) -> None:
+    """Wait until the emulator has finished the requests a killed run left in flight."""
+    assert wait_for(lambda: emulator.stats.in_flight == 0, timeout), "requests still in flight"
+
+
+def assert_clean_prefix(path: Path) -> bytes:
+    """Everything up to the last line end parses as result lines; returns those bytes."""
+    data = path.read_bytes() if path.exists() else b""
+    complete = data[: data.rfind(b"\n") + 1]
+    for raw in complete.splitlines():
+        record = json.loads(raw)
+        assert record["status"] in ("ok", "error"), record
+    return complete
+
+
+def snapshot(folder: Path, *, lock: bool = True) -> dict[str, bytes]:
+    """Every file's bytes (the lock file's, naming the last holder, only with `lock`)."""
+    return {
+        path.name: path.read_bytes()
+        for path in sorted(folder.iterdir())
+        if lock or path.suffix != ".lock"
+    }
+
+
+# kill -9 ----------------------------------------------------------------------------------------
+
+PROMPTS = 300
+KILLS = 8
+
+
+@pytest.mark.emulator_config(latency=0.1)
+def test_kill_9_at_random_moments_then_resume_answers_every_id_once(
+    emulator, tmp: Path, spawn
+) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, PROMPTS)
+    args = run_args(prompts, emulator.url, "--concurrency", str(CONCURRENCY))
+    rng = random.Random(20241125)
+    kills = 0
+    lost = 0  # answered by the emulator but not in the output
+    kept = b""
+    for round_ in range(KILLS):
+        posts = emulator.stats.posts
+        process = spawn(args)
+        if round_ % 4 == 3:  # now and then during start-up, recovery or the first requests
+            time.sleep(rng.uniform(0.05, 1.0))
+        else:  # mostly while prompts are flowing
+            assert wait_for(lambda: emulator.stats.posts > posts, 20, 0.005)  # noqa: B023
+            time.sleep(rng.uniform(0.0, 0.8))
+        if process.poll() is not None:
+            break  # finished before its kill
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+        kills += 1
+        settle(emulator)
+
+        complete = assert_clean_prefix(output)
+        assert complete.startswith(kept), "a complete line written earlier was changed"
+        kept = complete
+        written = len(complete.splitlines())
+        assert written == len({json.loads(raw)["id"] for raw in complete.splitlines()})
+        redone_here = answered(emulator) - written - lost
+        assert 0 <= redone_here <= CONCURRENCY, (
+            f"kill {kills}: {redone_here} answers lost, more than the {CONCURRENCY} in flight"
+        )
+        lost += redone_here
+
+    assert kills >= KILLS - 1, "the job finished too early to be killed enough"
+    assert complete_lines(output) < PROMPTS
+    code, _, err = finish(spawn(args))
+    assert code == 0, err
+    assert_exactly_once(output, ids)
+    assert set(emulator.stats.answered) == {message_of(prompt_text(i)) for i in ids}
+    extra = answered(emulator) - PROMPTS
+    assert extra == lost <= kills * CONCURRENCY
+
+
+@pytest.mark.emulator_config(seed=3)
+def test_a_cut_output_with_garbage_is_cut_back_and_completed_once(emulator, tmp: Path) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, 40)
+    args = run_args(prompts, emulator.url)
+    assert batchgpt(args).returncode == 0
+    rng = random.Random(7)
+    tails = [b"\x00" * 512, b"garbage without a line end", b'{"id": "q1", "li\n\x00\x00\x00']
+    for tail in tails:
+        data = output.read_bytes()
+        offset = rng.randrange(len(data) // 3, len(data))
+        kept_lines = data[:offset].count(b"\n")
+        with output.open("r+b") as stream:
+            stream.truncate(offset)
+            stream.seek(offset)
+            stream.write(tail)
+        before = answered(emulator)
+
+        result = batchgpt(args)
+
+        assert result.returncode == 0, result.stderr
+        assert "cut a torn tail" in result.stderr
+        assert_exactly_once(output, ids)
+        assert output.read_bytes().startswith(data[: data[:offset].rfind(b"\n") + 1])
+        assert answered(emulator) - before == len(ids) - kept_lines  # exactly the cut lines redone
+
+
+def test_middle_corruption_stops_the_run_until_repair(emulator, tmp: Path) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, 20)
+    args = run_args(prompts, emulator.url)
+    assert batchgpt(args).returncode == 0
+    lines = output.read_bytes().splitlines(keepends=True)
+    offset = sum(map(len, lines[:7]))
+    lines[7] = b"\x00" * (len(lines[7]) - 1) + b"\n"  # a block of zeros inside the file
+    output.write_bytes(b"".join(lines))
+    before, posts = snapshot(tmp, lock=False), emulator.stats.posts
+
+    stopped = batchgpt(args)
+    assert stopped.returncode == 2, stopped.stderr
+    assert f"line 8, byte offset {offset}" in stopped.stderr
+    assert "--repair" in stopped.stderr
+    assert snapshot(tmp, lock=False) == before
+    assert emulator.stats.posts == posts
+
+    repaired = batchgpt([*args, "--repair"])
+    assert repaired.returncode == 0, repaired.stderr
+    assert_exactly_once(output, ids)
+    assert emulator.stats.posts == posts + 1  # only the dropped line was redone
+
+
+# the lock ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.emulator_config(latency=0.1)
+def test_a_second_run_exits_75_at_once_and_touches_nothing(emulator, tmp: Path, spawn) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, 60)
+    args = run_args(prompts, emulator.url, "--concurrency", str(CONCURRENCY))
+    holder = spawn(args)
+    try:
+        assert wait_for(lambda: complete_lines(output) >= 4, 20)
+        os.kill(holder.pid, signal.SIGSTOP)  # freeze the holder so any change would be the loser's
+        settle(emulator)
+        before, posts = snapshot(tmp), emulator.stats.posts
+        started = time.monotonic()
+
+        second = batchgpt(args, timeout=20)
+
+        assert second.returncode == 75, second.stderr
+        assert time.monotonic() - started < 10
+        assert f"pid {holder.pid}" in second.stderr
+        assert snapshot(tmp) == before
+        assert emulator.stats.posts == posts
+
+        status = batchgpt([*CLI, "status", str(prompts)])
+        assert status.returncode == 0, status.stderr
+        assert f"running:   pid {holder.pid}" in status.stdout
+        assert snapshot(tmp) == before  # status is read-only too
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+    code, _, err = finish(holder)
+    assert code == 0, err
+    assert_exactly_once(output, ids)
+    assert "running:   no" in batchgpt([*CLI, "status", str(output)]).stdout
+
+
+@pytest.mark.emulator_config(latency=0.05)
+def test_two_runs_started_together_one_proceeds_the_other_exits_75(
+    emulator, tmp: Path, spawn
+) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, 80)
+    args = run_args(prompts, emulator.url, "--concurrency", str(CONCURRENCY))
+    first, second = spawn(args), spawn(args)
+    outcomes = {process.pid: finish(process) for process in (first, second)}
+    codes = sorted(code for code, _, _ in outcomes.values())
+    assert codes == [0, 75], outcomes
+    winner = next(pid for pid, (code, _, _) in outcomes.items() if code == 0)
+    loser_err = next(err for code, _, err in outcomes.values() if code == 75)
+    assert "holds" in loser_err
+    # The holder writes its pid right after taking the lock; a loser arriving in those few
+    # microseconds reads an empty file ("another process"). The frozen-holder test pins the pid.
+    assert f"pid {winner}" in loser_err or "another process" in loser_err
+    assert_exactly_once(output, ids)
+    assert answered(emulator) == len(ids)
+
+
+# signals ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.emulator_config(latency=0.3)
+def test_a_signal_drains_exits_and_resumes(emulator, tmp: Path, sig: int, code: int, spawn) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, 60)
+    args = run_args(
+        prompts, emulator.url, "--concurrency", str(CONCURRENCY), "--drain-timeout", "3"
+    )
+    process = spawn(args)
+    assert wait_for(lambda: complete_lines(output) >= CONCURRENCY, 20)
+    os.kill(process.pid, sig)
+    signalled = time.monotonic()
+    exit_code, _, err = finish(process, timeout=20)
+    assert exit_code == code, err
+    assert time.monotonic() - signalled < 10
+    assert signal.Signals(sig).name in err
+    assert_clean_prefix(output)
+    assert output.read_bytes().endswith(b"\n")
+    settle(emulator)
+    assert answered(emulator) == complete_lines(output)  # the drain wrote what was in flight
+    assert complete_lines(output) < len(ids)
+
+    emulator.configure(latency=0.0)
+    resumed = batchgpt(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exactly_once(output, ids)
+    assert answered(emulator) == len(ids)
+
+
+@pytest.mark.emulator_config(latency=3.0)
+def test_a_second_signal_exits_at_once_and_the_job_still_resumes(
+    emulator, tmp: Path, spawn
+) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, 20)
+    args = run_args(
+        prompts, emulator.url, "--concurrency", str(CONCURRENCY), "--drain-timeout", "20"
+    )
+    process = spawn(args)
+    assert wait_for(lambda: emulator.stats.in_flight >= CONCURRENCY, 20)
+    os.kill(process.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert process.poll() is None  # draining: the requests in flight take 3 s
+    os.kill(process.pid, signal.SIGTERM)
+    second = time.monotonic()
+    exit_code, _, err = finish(process, timeout=20)
+    assert exit_code == 143, err
+    assert time.monotonic() - second < 2
+    assert "second SIGTERM" in err
+    assert_clean_prefix(output)
+
+    emulator.configure(latency=0.0)
+    settle(emulator)
+    resumed = batchgpt(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exactly_once(output, ids)
+
+
+@pytest.mark.emulator_config(latency=3.0)
+def test_the_drain_deadline_cuts_requests_that_take_too_long(emulator, tmp: Path, spawn) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, 20)
+    args = run_args(
+        prompts, emulator.url, "--concurrency", str(CONCURRENCY), "--drain-timeout", "0.5"
+    )
+    process = spawn(args)
+    assert wait_for(lambda: emulator.stats.in_flight >= CONCURRENCY, 20)
+    os.kill(process.pid, signal.SIGTERM)
+    signalled = time.monotonic()
+    exit_code, _, err = finish(process, timeout=20)
+    assert exit_code == 143, err
+    assert time.monotonic() - signalled < 2.5
+    assert complete_lines(output) == 0
+    assert read_results(output) == []
+
+    emulator.configure(latency=0.0)
+    resumed = batchgpt(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exactly_once(output, ids)
+    settle(emulator)
+    assert answered(emulator) - len(ids) <= CONCURRENCY  # only the cut requests were repeated
+
+
+@pytest.mark.emulator_config(down=True)
+def test_a_signal_while_the_site_is_down_still_stops_in_time(emulator, tmp: Path, spawn) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, 60)
+    args = run_args(
+        prompts, emulator.url, "--concurrency", str(CONCURRENCY), "--drain-timeout", "1"
+    )
+    process = spawn(args)
+    assert wait_for(lambda: emulator.stats.gets >= 5, 20)  # failing and backing off
+    os.kill(process.pid, signal.SIGTERM)
+    signalled = time.monotonic()
+    exit_code, _, err = finish(process, timeout=20)
+    assert exit_code == 143, err
+    assert time.monotonic() - signalled < 5
+    assert read_results(output) == []  # nothing recorded as an error: the prompts wait
+
+    emulator.configure(down=False)
+    resumed = batchgpt(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exactly_once(output, ids)
+
+
+# disk full --------------------------------------------------------------------------------------
+
+FILE_SIZE_LIMIT = 8_000
+
+
+def limit_file_size() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+
+
+def test_a_full_disk_exits_74_and_a_clean_resume_completes(emulator, tmp: Path) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, 120)
+    args = run_args(prompts, emulator.url)
+
+    full = batchgpt(args, preexec_fn=limit_file_size)
+
+    assert full.returncode == 74, full.stderr
+    assert str(output) in full.stderr
+    assert "file too large" in full.stderr
+    assert "resumable" in full.stderr
+    assert "Traceback" not in full.stderr
+    assert output.stat().st_size <= FILE_SIZE_LIMIT
+    assert 0 < complete_lines(output) < len(ids)
+
+    resumed = batchgpt(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exactly_once(output, ids)
+
+
+# changed input and --restart --------------------------------------------------------------------
+
+
+@pytest.mark.emulator_config(latency=0.1)
+def test_a_changed_input_is_refused_until_restart(emulator, tmp: Path, spawn) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    write_prompts(prompts, 40)
+    args = run_args(prompts, emulator.url, "--concurrency", str(CONCURRENCY))
+    partial = spawn(args)
+    assert wait_for(lambda: complete_lines(output) >= 3, 20)
+    os.kill(partial.pid, signal.SIGKILL)
+    partial.wait(10)
+    settle(emulator)
+    ids = write_prompts(prompts, 41)  # one more line: another file
+    before = snapshot(tmp, lock=False)
+
+    changed = batchgpt(args)
+    assert changed.returncode == 2, changed.stderr
+    assert str(prompts) in changed.stderr
+    assert "changed" in changed.stderr
+    assert "--restart" in changed.stderr
+    assert snapshot(tmp, lock=False) == before
+
+    unconfirmed = batchgpt([*args, "--restart"])
+    assert unconfirmed.returncode == 2, unconfirmed.stderr
+    assert "--yes" in unconfirmed.stderr
+    assert snapshot(tmp, lock=False) == before
+
+    emulator.configure(latency=0.0)
+    restarted = batchgpt([*args, "--restart", "--yes"])
+    assert restarted.returncode == 0, restarted.stderr
+    assert_exactly_once(output, ids)
+
+
+# --retry-errors and finished jobs ---------------------------------------------------------------
+
+
+@pytest.mark.emulator_config(truncate_rate=1.0)
+def test_retry_errors_turns_retryable_errors_into_answers(emulator, tmp: Path) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, 12)
+    with prompts.open("a") as stream:
+        stream.write(json.dumps({"id": "gate", "prompt": "please [captcha]"}) + "\n")
+    args = run_args(prompts, emulator.url, "--retries", "0", "--give-up-after", "1000")
+
+    failing = batchgpt(args)
+    assert failing.returncode == 1, failing.stderr
+    records = read_results(output)
+    assert len(records) == 13
+    assert {(r["status"], r["error"]["kind"], r["error"]["retryable"]) for r in records} == {
+        ("error", "bad_response", True)
+    }
+
+    emulator.configure(truncate_rate=0.0)
+    posts = emulator.stats.posts
+    again = batchgpt(args)  # finished: nothing is sent, the recorded outcome is the exit code
+    assert again.returncode == 1, again.stderr
+    assert emulator.stats.posts == posts
+
+    retried = batchgpt([*args, "--retry-errors"])
+    assert retried.returncode == 1, retried.stderr  # the captcha is a final error
+    records = read_results(output)
+    assert sorted(r["id"] for r in records) == sorted([*ids, "gate"])
+    by_id = {r["id"]: r for r in records}
+    assert all(by_id[i]["status"] == "ok" for i in ids)
+    assert by_id["gate"]["error"]["kind"] == "captcha"
+    assert emulator.stats.posts - posts == 13
+
+    posts = emulator.stats.posts
+    final = batchgpt([*args, "--retry-errors"])  # a final error is not retried
+    assert final.returncode == 1, final.stderr
+    assert emulator.stats.posts == posts
+    assert read_results(output) == records
+
+
+def test_a_finished_job_sends_nothing_and_exits_0(emulator, tmp: Path) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, 10)
+    args = run_args(prompts, emulator.url)
+    assert batchgpt(args).returncode == 0
+    data, posts, gets = output.read_bytes(), emulator.stats.posts, emulator.stats.gets
+    again = batchgpt(args)
+    assert again.returncode == 0, again.stderr
+    assert (emulator.stats.posts, emulator.stats.gets) == (posts, gets)
+    assert output.read_bytes() == data
+    assert_exactly_once(output, ids)
+
+
+# status -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.emulator_config(latency=0.2)
+def test_status_reports_done_errors_remaining_and_the_running_holder(
+    emulator, tmp: Path, spawn
+) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, 16)
+    with prompts.open("a") as stream:
+        stream.write(json.dumps({"id": "c1", "prompt": "one [captcha]"}) + "\n")
+        stream.write("this is not json\n")
+        stream.write(json.dumps({"id": "c2", "prompt": "two [captcha]"}) + "\n")
+        stream.write(json.dumps({"id": "s1", "prompt": "bad [site-error]"}) + "\n")
+    total = len(ids) + 4
+    args = run_args(prompts, emulator.url, "--concurrency", "2")
+    process = spawn(args)
+    try:
+        assert wait_for(lambda: complete_lines(output) >= 2, 20)
+        running = batchgpt([*CLI, "status", str(prompts), "--json"])
+        assert running.returncode == 0, running.stderr
+        report = json.loads(running.stdout)
+        assert report["running"] == f"pid {process.pid} on {os.uname().nodename}"
+        assert report["output"] == str(output)
+        assert 0 < report["done"] < total
+        assert report["remaining"] == total - report["done"]
+    finally:
+        code, _, err = finish(process)
+    assert code == 1, err
+
+    for path in (prompts, output):
+        text = batchgpt([*CLI, "status", str(path)])
+        assert text.returncode == 0, text.stderr
+        assert f"done:      {total} ({len(ids)} ok)" in text.stdout
+        assert "errors:    4 (captcha 2, invalid_input 1, site_error 1)" in text.stdout
+        assert "remaining: 0" in text.stdout
+        assert "running:   no" in text.stdout
+        report = json.loads(batchgpt([*CLI, "status", str(path), "--json"]).stdout)
+        assert report["errors"] == {"captcha": 2, "invalid_input": 1, "site_error": 1}
+        assert (report["done"], report["ok"], report["remaining"]) == (total, len(ids), 0)
+        assert report["running"] is None
+
+    posts = emulator.stats.posts
+    again = batchgpt(args)  # finished with error records: exit 1, nothing sent
+    assert again.returncode == 1, again.stderr
+    assert emulator.stats.posts == posts
