@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from batchgpt.emulator import expected_answer, max_in_window
 from support_runner import (
     RequestSampler,
     line_id,
@@ -26,6 +24,8 @@ from support_runner import (
     sent_message,
     write_jsonl,
 )
+
+from batchgpt.emulator import expected_answer, max_in_window
 
 
 def check_answers(
