@@ -97,7 +97,7 @@ class Shard:
         return cls(index, count)
 
     def owns(self, key: int) -> bool:
-        return key % self.count == self.index
+        return (key >> 1) % self.count == self.index  # bit 0 of an id_key is always set
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"

@@ -1,9 +1,10 @@
 """jobs/slurm/: the array and merge scripts, on their own and on a real single-node Slurm cluster.
 
 The `slurm`-marked tests bring the cluster up once per session with `scripts/slurm-local up`
-(installing slurm-wlm and munge with apt-get when missing) and down at the end; they are skipped
-with the reason when that cannot work here (not root, no apt-get, no network for apt). Set
-BATCHGPT_REQUIRE_SLURM=1 to make a failed `up` an error instead (.ci/run should).
+(which apt-get installs slurmctld, slurmd, slurm-client and munge when missing) and down at the
+end; they are skipped with the reason when that cannot work here (not root, no apt-get, no
+network for apt). Set BATCHGPT_REQUIRE_SLURM=1 to make a failed `up` an error instead (.ci/run
+should).
 
 The jobs answer prompts from the emulator, served on loopback by this test process.
 """
@@ -192,11 +193,6 @@ def default_array_size() -> int:
     return int(last) + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="batchgpt.inputs.Shard.owns takes id_key % N, and id_key is always odd (| 1), "
-    "so with an even N the even shards get no ids",
-)
 def test_every_task_of_the_default_array_gets_a_share_of_the_ids(tmp: Path) -> None:
     count = default_array_size()
     expected = write_prompts(tmp / "prompts.jsonl", PROMPTS)
