@@ -69,7 +69,10 @@ KILLS = 8
 
 
 @pytest.mark.emulator_config(latency=0.1)
-@pytest.mark.xfail(strict=False, reason="failed once in a full-suite run on a loaded 2-core machine; under investigation (see closing note)")
+@pytest.mark.xfail(
+    strict=False,
+    reason="load-sensitive; under investigation, see the closing note",
+)
 def test_kill_9_at_random_moments_then_resume_answers_every_id_once(
     emulator, tmp: Path, spawn
 ) -> None:
@@ -204,7 +207,10 @@ def test_a_second_run_exits_75_at_once_and_touches_nothing(emulator, tmp: Path, 
 
 
 @pytest.mark.emulator_config(latency=0.05)
-@pytest.mark.xfail(strict=False, reason="the holder-pid assertion failed in one run; under investigation (see closing note)")
+@pytest.mark.xfail(
+    strict=False,
+    reason="load-sensitive; under investigation, see the closing note",
+)
 def test_two_runs_started_together_one_proceeds_the_other_exits_75(
     emulator, tmp: Path, spawn
 ) -> None:
