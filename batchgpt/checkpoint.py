@@ -81,7 +81,7 @@ class JobLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            holder = _holder(fd)
             os.close(fd)
             raise JobLockedError(
                 f"another run holds {self.path} ({holder}); nothing was touched"
@@ -111,10 +111,21 @@ def lock_holder(path: Path) -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        return _holder(fd)
     finally:
         os.close(fd)
     return None
+
+
+def _holder(fd: int, wait: float = 0.5) -> str:
+    """The holder's line from the lock file. It is written just after the lock is taken, so an
+    empty file is read again for a moment rather than reported as "another process"."""
+    deadline = time.monotonic() + wait
+    while not (text := os.pread(fd, 200, 0).decode(errors="replace").strip()):
+        if time.monotonic() >= deadline:
+            return "another process"
+        time.sleep(0.01)
+    return text.splitlines()[0]
 
 
 # checkpoint -----------------------------------------------------------------------------------
@@ -298,13 +309,17 @@ class ResultLog:
             )
         self.offset += written
 
-    def commit(self, counts: dict[str, Any]) -> None:
-        """fsync the output, then replace the checkpoint to point at what is now durable."""
+    def commit(self, counts: dict[str, Any], offset: int | None = None) -> None:
+        """fsync the output, then replace the checkpoint to point at what is now durable.
+
+        `offset` is the output size `counts` describe (default: all appended so far); lines
+        appended while a commit runs in another thread are covered by the next one."""
+        offset = self.offset if offset is None else offset
         try:
             os.fsync(self._fd)
             state = {
                 **self.header,
-                "output_offset": self.offset,
+                "output_offset": offset,
                 "counts": counts,
                 "updated_at": time.time(),
             }

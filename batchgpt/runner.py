@@ -1,12 +1,14 @@
-"""The run: prompts flow from the input through a worker pool to one writer.
+"""The run: prompts flow from the input through a worker pool into the output.
 
-    reader ──queue──▶ N workers ──queue──▶ writer ──▶ output + checkpoint + progress
+    reader ──queue──▶ N workers ──▶ output (+ progress)      committer ──▶ fsync + checkpoint
 
-The reader streams the input, skipping lines already done and sending invalid lines straight to
-the writer. Each worker takes one prompt at a time (so `concurrency` bounds requests in flight),
-picks a session from the pool and applies the retry policy and the circuit breaker. The writer
-appends each result line as it comes and group-commits (checkpoint.py). SIGINT/SIGTERM stop the
-reader and workers; in-flight prompts get `drain_timeout` to finish, then the writer commits.
+The reader streams the input, skipping lines already done and recording invalid lines at once.
+Each worker takes one prompt at a time (so `concurrency` bounds requests in flight), picks a
+session from the pool and applies the retry policy and the circuit breaker. A result line is
+appended the moment it is complete, before its worker sends anything else, so a kill -9 loses at
+most the requests in flight. The committer group-commits (checkpoint.py) in a thread meanwhile.
+SIGINT/SIGTERM stop the reader and workers; in-flight prompts get `drain_timeout` to finish, then
+the committer commits once more.
 """
 
 from __future__ import annotations
@@ -83,7 +85,11 @@ class Runner:
         self._abort = asyncio.Event()
         self._fatal: JobError | None = None
         self._prompts: asyncio.Queue[PromptRecord | None] = asyncio.Queue(config.concurrency * 2)
-        self._results: asyncio.Queue[Result | None] = asyncio.Queue(config.concurrency * 4)
+        self._log: ResultLog | None = None
+        self._progress: Progress | None = None
+        self._pending = 0  # lines appended since the last commit began
+        self._commit_due = asyncio.Event()
+        self._finished = False
         self._warned_params = False
 
     # set-up -----------------------------------------------------------------------------------
@@ -147,13 +153,15 @@ class Runner:
                 limiter=Pacer(config.rate) if config.rate > 0 else None,
                 max_clients=-(-config.concurrency // config.sessions) + 1,
             )
-            writer = asyncio.create_task(self._write(result_log, progress))
+            self._log, self._progress = result_log, progress
+            committer = asyncio.create_task(self._commit_loop(result_log))
             try:
                 with self._signals():
                     await self._dispatch(pool, recovered)
             finally:
-                await self._results.put(_END)
-                await writer
+                self._finished = True
+                self._commit_due.set()
+                await committer
                 progress.close()
                 await pool.close()
                 result_log.close()
@@ -215,7 +223,7 @@ class Runner:
             if self._stop.is_set():
                 break
             if isinstance(item, InvalidLine):
-                await self._results.put(Result.invalid(item))
+                self._record(Result.invalid(item))
                 continue
             if item.ignored_params and not self._warned_params:
                 self._warned_params = True
@@ -234,7 +242,7 @@ class Runner:
     async def _work(self, pool: SessionPool) -> None:
         while (record := await self._prompts.get()) is not _END:
             if not self._stop.is_set():
-                await self._results.put(await self._answer(pool, record))
+                self._record(await self._answer(pool, record))
 
     async def _answer(self, pool: SessionPool, record: PromptRecord) -> Result:
         message = ChatGptEs.format_message(record.messages)
@@ -265,40 +273,39 @@ class Runner:
             metadata=record.metadata,
         )
 
-    async def _write(self, result_log: ResultLog, progress: Progress) -> None:
-        """The single writer: append results as they come, group-commit, keep the counts."""
-        config = self.config
-        pending = 0
-        last_commit = time.monotonic()
-        while True:
-            batch: list[Result | None] = []
+    def _record(self, result: Result) -> None:
+        """Append one result line now: no await between a finished request and its line."""
+        if self._fatal is not None or self._log is None or self._progress is None:
+            return
+        try:
+            self._log.append(encode_result(result, self.config.output_format))
+        except OutputWriteError as exc:
+            self._fail(exc)
+            return
+        self.stats.add(result)
+        self._progress.update(1)
+        self._pending += 1
+        if self._pending >= self.config.sync_lines:
+            self._commit_due.set()
+
+    async def _commit_loop(self, result_log: ResultLog) -> None:
+        """Group commit every `sync_lines` lines or `sync_seconds`, and once more at the end."""
+        while not self._finished:
             with contextlib.suppress(TimeoutError):
-                batch.append(await asyncio.wait_for(self._results.get(), config.sync_seconds))
-            while not self._results.empty():
-                batch.append(self._results.get_nowait())
-            end = _END in batch
-            results = [result for result in batch if result is not None]
-            if results and self._fatal is None:
-                data = b"".join(encode_result(result, config.output_format) for result in results)
-                try:
-                    result_log.append(data)
-                except OutputWriteError as exc:
-                    self._fail(exc)
-                else:
-                    for result in results:
-                        self.stats.add(result)
-                    pending += len(results)
-                    progress.update(len(results))
-            now = time.monotonic()
-            due = end or pending >= config.sync_lines or now - last_commit >= config.sync_seconds
-            if pending and due and self._fatal is None:
-                try:
-                    await asyncio.to_thread(result_log.commit, self.stats.counts())
-                except OutputWriteError as exc:
-                    self._fail(exc)
-                pending, last_commit = 0, now
-            if end:
-                return
+                await asyncio.wait_for(self._commit_due.wait(), self.config.sync_seconds)
+            self._commit_due.clear()
+            await self._commit(result_log)
+        await self._commit(result_log)
+
+    async def _commit(self, result_log: ResultLog) -> None:
+        """fsync and checkpoint in a thread; workers keep appending meanwhile."""
+        if not self._pending or self._fatal is not None:
+            return
+        self._pending = 0
+        try:
+            await asyncio.to_thread(result_log.commit, self.stats.counts(), result_log.offset)
+        except OutputWriteError as exc:
+            self._fail(exc)
 
     def _fail(self, error: JobError) -> None:
         log.error("%s", error)

@@ -277,6 +277,45 @@ def test_the_kernel_releases_the_lock_after_kill_9(tmp: Path) -> None:
     assert lock_holder(path) is None
 
 
+SLOW_HOLDER = textwrap.dedent(
+    """
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+    if float(sys.argv[2]) < 1:
+        os.write(fd, f"pid {os.getpid()} on a slow host\\n".encode())
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.parametrize("delay", [0.2, 5.0], ids=["writes-late", "never-writes"])
+def test_a_loser_waits_a_moment_for_the_holder_to_write_its_name(tmp: Path, delay: float) -> None:
+    path = tmp / "out.jsonl.lock"
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_HOLDER, str(path), str(delay)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        with pytest.raises(JobLockedError) as caught:
+            JobLock(path).acquire()
+        if delay < 1:
+            assert f"pid {child.pid} on a slow host" in str(caught.value)
+        else:
+            assert "another process" in str(caught.value)
+        assert time.monotonic() - started < 1.5  # still "at once"
+    finally:
+        child.kill()
+        child.wait(10)
+
+
 # checkpoint -----------------------------------------------------------------------------------
 
 REPLACER = textwrap.dedent(
@@ -326,6 +365,9 @@ def test_a_commit_points_the_checkpoint_at_the_synced_output(tmp: Path) -> None:
         log.append(LINES[2])
         assert read_checkpoint(checkpoint)["output_offset"] == ENDS[1]  # until the next commit
         log.commit({"ok": 2, "errors": {"server_error": 1}})
+        assert read_checkpoint(checkpoint)["output_offset"] == ENDS[2]
+        log.append(LINES[3])  # appended while a commit for the first three lines runs
+        log.commit({"ok": 2, "errors": {"server_error": 1}}, ENDS[2])
         assert read_checkpoint(checkpoint)["output_offset"] == ENDS[2]
     finally:
         log.close()

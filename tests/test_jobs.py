@@ -245,10 +245,6 @@ def test_shard_count_takes_the_index_from_the_scheduler(tmp: Path) -> None:
 # proxies --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="load-sensitive; under investigation, see the closing note",
-)
 def test_proxy_credentials_appear_nowhere(emulator, tmp: Path, closed_port: int) -> None:
     prompts = tmp / "prompts.jsonl"
     write_prompts(prompts, 30)
