@@ -106,11 +106,12 @@ class Shard:
 def physical_lines(path: Path, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
     """(line number, content without its line end), or None content for an over-long line."""
     with path.open("rb") as stream:
+        # Skip the BOM before reading lines, so it never counts against the first line's limit.
+        if stream.read(len(BOM)) != BOM:
+            stream.seek(0)
         number = 0
         while raw := stream.readline(max_line_bytes + 2):
             number += 1
-            if number == 1 and raw.startswith(BOM):
-                raw = raw[len(BOM) :]
             if not raw.endswith(b"\n") and len(raw) > max_line_bytes:
                 while (rest := stream.readline(_CHUNK)) and not rest.endswith(b"\n"):
                     pass

@@ -284,13 +284,9 @@ def _openai(result: Result) -> dict[str, Any]:
             },
         }
         return out
+    # DESIGN.md: an error is `"response": null` plus `error`. A response here (even with the
+    # site's HTTP 200 of a captcha) would tell OpenAI tooling the request succeeded.
     out["error"] = {"code": result.error.kind, "message": result.error.message}
-    if result.error.http_status is not None:
-        out["response"] = {
-            "status_code": result.error.http_status,
-            "request_id": request_id,
-            "body": {"error": {"message": result.error.message, "type": result.error.kind}},
-        }
     return out
 
 

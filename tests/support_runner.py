@@ -49,9 +49,7 @@ def run_job(
     input_path: Path, url: str, *options: str | Path, timeout: float = CLI_TIMEOUT
 ) -> subprocess.CompletedProcess[str]:
     """`batchgpt run INPUT --base-url URL --no-progress OPTIONS`."""
-    return run_cli(
-        "run", input_path, "--base-url", url, "--no-progress", *options, timeout=timeout
-    )
+    return run_cli("run", input_path, "--base-url", url, "--no-progress", *options, timeout=timeout)
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
