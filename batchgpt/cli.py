@@ -317,7 +317,12 @@ def emulator(host: str, port: int, settings: tuple[str, ...]) -> None:
         changes = dict(setting.split("=", 1) for setting in settings)
     except ValueError:
         _fail(UsageError("--set takes KEY=VALUE"))
-    serve_forever(host, port, changes)
+    try:
+        serve_forever(host, port, changes)
+    except (KeyError, ValueError) as error:
+        _fail(UsageError(f"--set: {error}"))
+    except OSError as error:
+        _fail(UsageError(f"cannot serve on {host}:{port}: {error.strerror or error}"))
 
 
 @main.command()

@@ -98,4 +98,8 @@ class RunConfig:
             "retry_errors": self.retry_errors,
             "format": self.output_format,
             "drain_timeout": self.drain_timeout,
+            "max_line_bytes": self.max_line_bytes,
+            "sync_lines": self.sync_lines,
+            "sync_seconds": self.sync_seconds,
+            "report": str(self.report) if self.report else None,
         }

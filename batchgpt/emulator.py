@@ -416,9 +416,9 @@ def running_emulator(
 
 def serve_forever(host: str, port: int, settings: dict[str, str]) -> None:
     """Serve until interrupted (the `batchgpt emulator` command)."""
-    emulator = Emulator()
-    emulator.config.update(settings)
-    emulator._random = random.Random(emulator.config.seed)
+    config = EmulatorConfig()
+    config.update(settings)
+    emulator = Emulator(config)
 
     async def main() -> None:
         runner = await serve(emulator, host, port)

@@ -77,7 +77,10 @@ class CircuitBreaker:
                 self._probing = True
                 return True
             self._changed.clear()
-            wait = max(0.05, self._open_until - now) if not self._probing else 1.0
+            wait = self._open_until - now if not self._probing else 1.0
+            if self._down_since is not None:  # wake in time to give up on schedule
+                wait = min(wait, self._down_since + self.give_up_after - now)
+            wait = max(0.05, wait)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=wait)
         return False
