@@ -11,6 +11,7 @@ from typing import Any
 from batchgpt.config import DEFAULT_BASE_URL, RunConfig, default_output, parse_rate
 from batchgpt.errors import UsageError
 from batchgpt.inputs import DEFAULT_MAX_LINE_BYTES, Shard
+from batchgpt.providers.chatgpt_es import ChatGptEs
 from batchgpt.records import FORMATS
 
 _NUMBER = (int, float)
@@ -124,8 +125,6 @@ def build_config(values: dict[str, Any]) -> RunConfig:
         proxies += read_proxy_file(Path(values["proxy_file"]))
     concurrency = _positive("concurrency", values.get("concurrency") or 4)
     model = values.get("model") or "gpt-4o"
-    from batchgpt.providers.chatgpt_es import ChatGptEs
-
     if model not in ChatGptEs.models:
         raise UsageError(
             f"--model {model!r} is not known (use one of {', '.join(ChatGptEs.models)})"

@@ -224,9 +224,7 @@ class ChatGptEsSession:
         if self.limiter is not None:
             await self.limiter.acquire()
         try:
-            return await jar.http.request(
-                method, url, timeout=self.timeout, impersonate=IMPERSONATE, **kwargs
-            )
+            return await jar.http.request(method, url, timeout=self.timeout, **kwargs)
         except Timeout as exc:
             raise RequestTimeoutError(f"{method} {url} timed out after {self.timeout:g} s") from exc
         except RequestException as exc:
