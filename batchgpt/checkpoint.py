@@ -49,11 +49,14 @@ def fsync_directory(path: Path) -> None:
 def replace_atomically(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that a crash leaves either the old or the new file, whole."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temp.open("wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temp, path)
+    try:
+        with temp.open("wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
     fsync_directory(path.parent)
 
 

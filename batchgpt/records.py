@@ -333,10 +333,15 @@ def decode_result(raw: bytes) -> RecordedResult:
     return RecordedResult(line, record_id, ok, kind)
 
 
-def _parse_iso(text: object) -> float:
-    if not isinstance(text, str):
-        return time.time()
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+def parse_timestamp(value: object) -> float | None:
+    """A `finished_at` value as epoch seconds (UTC when it names no zone), or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError):
+        return None
 
 
 def result_from_line(raw: bytes) -> Result:
@@ -354,7 +359,7 @@ def result_from_line(raw: bytes) -> Result:
             attempts=obj.get("attempts", 0),
             latency_ms=obj.get("latency_ms", 0),
             metadata=obj.get("metadata"),
-            finished_at=_parse_iso(obj.get("finished_at")),
+            finished_at=parse_timestamp(obj.get("finished_at")) or time.time(),
         )
     response = obj.get("response") or {}
     body = response.get("body") or {}

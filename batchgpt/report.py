@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +25,9 @@ from typing import Any
 
 import orjson
 
+from batchgpt.checkpoint import replace_atomically
 from batchgpt.errors import RETRYABLE_KINDS
+from batchgpt.records import parse_timestamp
 
 #: Error records listed in the table; the rest are only counted.
 ERROR_ROWS = 200
@@ -105,7 +105,7 @@ def write_report(
         more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
         title = f"batchgpt report: {names}{more}"
     page = _render(aggregate, plotly, title=title, rate=rate, rerun_command=rerun_command)
-    _write_atomically(Path(out), page)
+    replace_atomically(Path(out), page.encode())
     return aggregate.summary()
 
 
@@ -236,16 +236,8 @@ def _identifier(value: Any) -> str | None:
 
 
 def _iso_seconds(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        seconds = moment.timestamp()
-    except (ValueError, OverflowError):
-        return None
-    return seconds if 0 <= seconds < _LATEST_TIME else None
+    seconds = parse_timestamp(value)
+    return seconds if seconds is not None and 0 <= seconds < _LATEST_TIME else None
 
 
 # --- aggregating --------------------------------------------------------------------------------
@@ -759,16 +751,3 @@ def _attempts_figure(plotly: ModuleType, attempts: Counter[int]) -> Any:
         [go.Bar(x=labels, y=[attempts[value] for value in values], marker_color="#bf8700")],
         layout,
     )
-
-
-def _write_atomically(out: Path, page: str) -> None:
-    """Write via a temp file and rename, so a reader never sees half a report."""
-    descriptor, temp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        os.fchmod(descriptor, 0o644)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(page)
-        os.replace(temp, out)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

@@ -34,6 +34,7 @@ from batchgpt.providers.page import ChatPage, find_chat_page
 
 if TYPE_CHECKING:
     from curl_cffi.requests import AsyncSession, Response
+    from curl_cffi.requests.session import HttpMethod
 
     from batchgpt.pacing import Pacer
 
@@ -207,7 +208,7 @@ class ChatGptEsSession:
         return parse_answer(response.status_code, headers, body)
 
     async def _request(
-        self, method: str, url: str, **kwargs: Any
+        self, method: HttpMethod, url: str, **kwargs: Any
     ) -> tuple[int, dict[str, str], bytes]:
         jar = await self._acquire()
         try:
@@ -218,7 +219,7 @@ class ChatGptEsSession:
             await self._release(jar)
         return response.status_code, headers, response.content
 
-    async def _send(self, jar: _CookieJar, method: str, url: str, **kwargs: Any) -> Response:
+    async def _send(self, jar: _CookieJar, method: HttpMethod, url: str, **kwargs: Any) -> Response:
         from curl_cffi.requests.exceptions import RequestException, Timeout
 
         if self.limiter is not None:
