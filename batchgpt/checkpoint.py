@@ -60,13 +60,23 @@ def replace_atomically(path: Path, data: bytes) -> None:
     fsync_directory(path.parent)
 
 
-def file_fingerprint(path: Path) -> dict[str, Any]:
-    """sha256 and size of the input: what decides whether a checkpoint still applies."""
+def scan_input(path: Path) -> tuple[dict[str, Any], int]:
+    """The input's fingerprint and its number of physical lines, in one read of the file."""
     digest = hashlib.sha256()
+    lines = 0
+    last = b"\n"
     with path.open("rb") as stream:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
-    return {"sha256": digest.hexdigest(), "size": path.stat().st_size}
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    fingerprint = {"sha256": digest.hexdigest(), "size": path.stat().st_size}
+    return fingerprint, lines + (last != b"\n")
+
+
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    """sha256 and size of the input: what decides whether a checkpoint still applies."""
+    return scan_input(path)[0]
 
 
 # lock -----------------------------------------------------------------------------------------

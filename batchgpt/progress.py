@@ -55,11 +55,13 @@ class RunStats:
         """The checkpoint's counts: everything in the output so far."""
         return {"ok": self.total_ok, "errors": dict(self.total_errors)}
 
-    def percentile(self, fraction: float) -> int | None:
-        if not self.latencies_ms:
-            return None
+    def percentiles(self, *fractions: float) -> list[int | None]:
+        """Latency percentiles, from one sort of the latencies."""
         ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+        return [
+            ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else None
+            for fraction in fractions
+        ]
 
 
 class Progress:
@@ -112,7 +114,7 @@ def summary_lines(stats: RunStats, output: str) -> list[str]:
     """The end-of-run summary."""
     elapsed = time.monotonic() - stats.started
     errors = ", ".join(f"{kind} {count}" for kind, count in stats.total_errors.most_common())
-    p50, p95 = stats.percentile(0.50), stats.percentile(0.95)
+    p50, p95 = stats.percentiles(0.50, 0.95)
     latency = f"p50 {p50} ms, p95 {p95} ms" if p50 is not None else "no requests"
     return [
         f"this run: {stats.written} results ({stats.ok} ok) in {elapsed:.1f} s, "

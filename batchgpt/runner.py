@@ -22,7 +22,6 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from batchgpt.checkpoint import (
     CHECKPOINT_VERSION,
@@ -30,9 +29,9 @@ from batchgpt.checkpoint import (
     RecoveredOutput,
     ResultLog,
     check_checkpoint,
-    file_fingerprint,
     read_checkpoint,
     recover_output,
+    scan_input,
 )
 from batchgpt.config import RunConfig
 from batchgpt.errors import JobError, OutputWriteError, ProviderError, UsageError
@@ -56,17 +55,6 @@ class RunOutcome:
     exit_code: int
     stats: RunStats
     stopped_by: str | None = None
-
-
-def count_lines(path: Path) -> int:
-    """Physical lines in `path` (for the progress total; fast, no parsing)."""
-    count = 0
-    last = b"\n"
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            count += chunk.count(b"\n")
-            last = chunk[-1:]
-    return count + (last != b"\n")
 
 
 class Runner:
@@ -93,13 +81,14 @@ class Runner:
         self._warned_params = False
 
     # set-up -----------------------------------------------------------------------------------
-    def _prepare(self) -> tuple[ResultLog, RecoveredOutput]:
+    def _prepare(self) -> tuple[ResultLog, RecoveredOutput, int]:
+        """Check the checkpoint, recover the output; also the input's physical line count."""
         config = self.config
         if config.restart:
             for path in (config.output, config.checkpoint):
                 path.unlink(missing_ok=True)
             log.warning("--restart: removed %s and its checkpoint", config.output)
-        input_print = file_fingerprint(config.input)
+        input_print, input_lines = scan_input(config.input)
         options = config.result_options()
         saved = read_checkpoint(config.checkpoint)
         if saved is not None:
@@ -127,7 +116,7 @@ class Runner:
         self.stats.previous_ok = recovered.ok
         self.stats.previous_errors = recovered.errors.copy()
         result_log.commit(self.stats.counts())
-        return result_log, recovered
+        return result_log, recovered, input_lines
 
     # pipeline ---------------------------------------------------------------------------------
     async def run(self) -> RunOutcome:
@@ -139,9 +128,8 @@ class Runner:
                 raise UsageError(f"cannot write {path}: the folder {path.parent} does not exist")
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit must be EFBIG, not death
         with JobLock(config.lock_path):
-            result_log, recovered = self._prepare()
-            lines = count_lines(config.input)
-            share = lines // config.shard.count if config.shard else lines
+            result_log, recovered, input_lines = self._prepare()
+            share = input_lines // config.shard.count if config.shard else input_lines
             progress = Progress(
                 self.stats, total=max(share - recovered.done.count, 0), bar=config.progress
             )

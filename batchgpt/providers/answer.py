@@ -97,9 +97,7 @@ def answer_from_json(obj: object) -> str:
         raise refusal
     data = obj.get("data")
     if isinstance(data, str):
-        if CAPTCHA_TEXT in data:
-            raise CaptchaError(quote_body(data), http_status=200)
-        return data
+        return _checked_answer(data)
     if isinstance(obj.get("msg"), str):
         raise SiteError(quote_body(obj["msg"]), http_status=200)  # type: ignore[arg-type]
     raise BadResponseError(f"reply has neither data nor msg: {quote_body(orjson.dumps(obj))}")
