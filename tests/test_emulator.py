@@ -384,3 +384,27 @@ def test_the_port_is_closed_after_the_context() -> None:
             pass
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass
+
+
+def test_the_emulator_command_refuses_a_busy_port_and_an_unknown_setting(emulator) -> None:
+    import subprocess
+    import sys
+
+    port = emulator.url.rsplit(":", 1)[1]
+    busy = subprocess.run(
+        [sys.executable, "-m", "batchgpt", "emulator", "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert busy.returncode == 2
+    assert f"cannot serve on 127.0.0.1:{port}" in busy.stderr
+    assert "Traceback" not in busy.stderr
+    unknown = subprocess.run(
+        [sys.executable, "-m", "batchgpt", "emulator", "--port", "0", "--set", "bogus=1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert unknown.returncode == 2
+    assert "unknown emulator setting 'bogus'" in unknown.stderr
