@@ -8,6 +8,8 @@
   middle stops the run (exit 2) unless `repair` drops it, a line repeated for one input line counts
   as corruption. What it read is the done set: input lines are skipped by number.
 - `JobLock` holds an flock on OUTPUT.lock for the whole run; the kernel drops it even after kill -9.
+- `Checkpoint` is the checkpoint file's content, a versioned record; `Checkpoint.load` refuses an
+  unknown version or shape by name, since the output alone is enough to resume.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,9 @@ from batchgpt.errors import (
     JobLockedError,
     OutputWriteError,
 )
+from batchgpt.formats import Result, decode_line
 from batchgpt.inputs import IdIndex, LineSet
-from batchgpt.records import RecordedResult, decode_result, id_key
+from batchgpt.records import id_key
 
 CHECKPOINT_VERSION = 1
 
@@ -144,39 +147,85 @@ def _holder(fd: int, wait: float = 0.5) -> str:
 # checkpoint -----------------------------------------------------------------------------------
 
 
-def read_checkpoint(path: Path) -> dict[str, Any] | None:
-    try:
-        data = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    except orjson.JSONDecodeError as exc:
-        raise InputChangedError(f"checkpoint {path} is unreadable ({exc}); use --restart") from exc
-    return data if isinstance(data, dict) else None
+@dataclass(frozen=True)
+class Checkpoint:
+    """What the output was made from (input fingerprint, result-shaping options) and how much of
+    it is durable (`output_offset`), with the counts it holds there."""
+
+    input_path: str
+    input: dict[str, Any]
+    options: dict[str, Any]
+    output_offset: int = 0
+    counts: dict[str, Any] = field(default_factory=dict)
+    updated_at: float = 0.0
+    version: int = CHECKPOINT_VERSION
+
+    def dump(self) -> bytes:
+        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
+
+    @classmethod
+    def load(cls, path: Path) -> Checkpoint | None:
+        """The checkpoint at `path`; None when there is none; InputChangedError (exit 2) naming
+        the file when it cannot be read as one."""
+        try:
+            data = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise _unreadable(path, str(exc)) from exc
+        if not isinstance(data, dict):
+            raise _unreadable(path, f"a JSON {type(data).__name__}, not an object")
+        if data.get("version") != CHECKPOINT_VERSION:
+            raise _unreadable(
+                path,
+                f"version {data.get('version')!r}, this batchgpt reads "
+                f"version {CHECKPOINT_VERSION}",
+            )
+        types: dict[str, type | tuple[type, ...]] = {
+            "input_path": str,
+            "input": dict,
+            "options": dict,
+            "output_offset": int,
+            "counts": dict,
+            "updated_at": (int, float),
+            "version": int,
+        }
+        known = {f.name for f in fields(cls)}
+        for name, wanted in types.items():
+            if name in data and not isinstance(data[name], wanted):
+                raise _unreadable(path, f"{name!r} has the wrong type")
+        missing = {"input_path", "input", "options"} - set(data)
+        if missing:
+            raise _unreadable(path, f"no {sorted(missing)[0]!r}")
+        return cls(**{name: value for name, value in data.items() if name in known})
+
+    def check(self, input_print: dict[str, Any], options: dict[str, Any], input_path: Path) -> None:
+        """Refuse to resume a job whose input or result-shaping options changed."""
+        advice = "to start over, run again with --restart"
+        old = self.input
+        if old != input_print:
+            raise InputChangedError(
+                f"{input_path} changed since the checkpoint (size {old.get('size')} → "
+                f"{input_print['size']}, sha256 {str(old.get('sha256'))[:12]} → "
+                f"{input_print['sha256'][:12]}); {advice}"
+            )
+        changed = [
+            f"{key} {self.options.get(key)!r} → {options.get(key)!r}"
+            for key in sorted(set(self.options) | set(options))
+            if self.options.get(key) != options.get(key)
+        ]
+        if changed:
+            raise InputChangedError(
+                f"options that shape results changed since the checkpoint: {', '.join(changed)}; "
+                f"{advice}"
+            )
 
 
-def check_checkpoint(
-    saved: dict[str, Any], input_print: dict[str, Any], options: dict[str, Any], input_path: Path
-) -> None:
-    """Refuse to resume a job whose input or result-shaping options changed."""
-    advice = "to start over, run again with --restart"
-    old_input = saved.get("input", {})
-    if old_input != input_print:
-        raise InputChangedError(
-            f"{input_path} changed since the checkpoint (size {old_input.get('size')} → "
-            f"{input_print['size']}, sha256 {str(old_input.get('sha256'))[:12]} → "
-            f"{input_print['sha256'][:12]}); {advice}"
-        )
-    old_options = saved.get("options", {})
-    changed = [
-        f"{key} {old_options.get(key)!r} → {options.get(key)!r}"
-        for key in sorted(set(old_options) | set(options))
-        if old_options.get(key) != options.get(key)
-    ]
-    if changed:
-        raise InputChangedError(
-            f"options that shape results changed since the checkpoint: {', '.join(changed)}; "
-            f"{advice}"
-        )
+def _unreadable(path: Path, reason: str) -> InputChangedError:
+    return InputChangedError(
+        f"checkpoint {path} is unreadable ({reason}); the output alone is enough to resume: "
+        "delete the checkpoint and run again (--restart would throw the output away)"
+    )
 
 
 # output ---------------------------------------------------------------------------------------
@@ -194,7 +243,8 @@ class RecoveredOutput:
     cut_bytes: int = 0
     dropped_lines: int = 0
 
-    def add(self, record: RecordedResult) -> None:
+    def add(self, record: Result) -> None:
+        assert record.line is not None  # decode_line guarantees it
         self.done.add(record.line)
         if record.id is not None:
             self.seen.setdefault(id_key(record.id), record.line)
@@ -217,7 +267,7 @@ def _scan(path: Path) -> tuple[RecoveredOutput, list[tuple[int, int, str]], int,
                 reason = "torn line (no line end)"
             else:
                 try:
-                    record = decode_result(raw)
+                    record = decode_line(raw)
                 except ValueError as exc:
                     reason = f"not a result line ({str(exc)[:80]})"
                 else:
@@ -237,7 +287,7 @@ def recover_output(
     path: Path,
     *,
     repair: bool = False,
-    drop: Callable[[RecordedResult], bool] | None = None,
+    drop: Callable[[Result], bool] | None = None,
     read_only: bool = False,
 ) -> RecoveredOutput:
     """Make `path` a clean log of complete results and read back what it holds.
@@ -272,14 +322,14 @@ def recover_output(
     return recovered
 
 
-def _rewrite(path: Path, drop: Callable[[RecordedResult], bool] | None) -> RecoveredOutput:
+def _rewrite(path: Path, drop: Callable[[Result], bool] | None) -> RecoveredOutput:
     """Keep the good, first, undropped result of each input line; replace `path` atomically."""
     recovered = RecoveredOutput()
     temp = path.with_name(f".{path.name}.rewrite.tmp")
     with path.open("rb") as source, temp.open("wb") as target:
         for raw in source:
             try:
-                record = decode_result(raw)
+                record: Result | None = decode_line(raw)
             except ValueError:
                 record = None
             if record is None or record.line in recovered.done or (drop and drop(record)):
@@ -297,7 +347,7 @@ def _rewrite(path: Path, drop: Callable[[RecordedResult], bool] | None) -> Recov
 class ResultLog:
     """The single writer's handle on the output and the checkpoint."""
 
-    def __init__(self, output: Path, checkpoint: Path, header: dict[str, Any]) -> None:
+    def __init__(self, output: Path, checkpoint: Path, header: Checkpoint) -> None:
         self.output = output
         self.checkpoint = checkpoint
         self.header = header
@@ -330,13 +380,10 @@ class ResultLog:
         offset = self.offset if offset is None else offset
         try:
             os.fsync(self._fd)
-            state = {
-                **self.header,
-                "output_offset": offset,
-                "counts": counts,
-                "updated_at": time.time(),
-            }
-            replace_atomically(self.checkpoint, orjson.dumps(state, option=orjson.OPT_INDENT_2))
+            state = replace(
+                self.header, output_offset=offset, counts=counts, updated_at=time.time()
+            )
+            replace_atomically(self.checkpoint, state.dump())
         except OSError as exc:
             raise OutputWriteError(_io_message(self.checkpoint, exc)) from exc
 

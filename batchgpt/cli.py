@@ -1,7 +1,12 @@
-"""The `batchgpt` command line: Click commands that parse options and call the library."""
+"""The `batchgpt` command line: Click commands that parse options and call the library.
+
+`run`'s options are built from their declarations in config.py, so their flags, environment
+variables, job-file keys, checks, defaults and help text come from one place.
+"""
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 from collections.abc import Callable
@@ -9,27 +14,98 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from click.core import ParameterSource
 
+from batchgpt.config import Flag, Option, Texts, option, run_options
 from batchgpt.errors import JobError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_USAGE = 2
 EXIT_DATAERR = 65
+log = logging.getLogger("batchgpt")
+
+
+def main() -> None:
+    """The console entry point: every `JobError` becomes its one-line message and exit code."""
+    try:
+        cli.main(standalone_mode=False)
+    except JobError as error:
+        _fail(error)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
 
 
 def _fail(error: JobError) -> None:
-    click.echo(f"batchgpt: error: {error}", err=True)
+    if log.handlers:
+        log.error("error: %s", error)
+    else:
+        click.echo(f"batchgpt: error: {error}", err=True)
     sys.exit(error.exit_code)
 
 
-def _option(*names: str, **kwargs: Any) -> Callable[[F], F]:
-    """A Click option whose value can also come from BATCHGPT_<NAME>."""
-    long_name = next(name for name in names if name.startswith("--"))
-    kwargs.setdefault("envvar", "BATCHGPT_" + long_name[2:].upper().replace("-", "_"))
-    kwargs.setdefault("show_envvar", True)
+class _OptionType(click.ParamType):
+    """Reads a value with the option's own kind, so Click reports its check (naming the
+    option and, for a variable, the variable)."""
+
+    def __init__(self, declared: Option) -> None:
+        self.declared = declared
+        self.name = declared.kind.metavar
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return self.declared.kind.parse(value)
+        except (ValueError, UsageError) as exc:
+            self.fail(exc.message if isinstance(exc, UsageError) else str(exc), param, ctx)
+
+
+def _help(declared: Option) -> str:
+    default = declared.default_text
+    if default is None and declared.default not in (None, False, ()):
+        default = str(declared.default)
+    return declared.help + (f" [default: {default}]" if default else "")
+
+
+def click_option(declared: Option) -> Callable[[F], F]:
+    """`declared` as a Click option (flag, environment variables, help, check)."""
+    names = [declared.flag, *([declared.short] if declared.short else []), declared.name]
+    kwargs: dict[str, Any] = {
+        "help": _help(declared),
+        "envvar": list(declared.envvars),
+        "show_envvar": True,
+    }
+    if isinstance(declared.kind, Flag):
+        kwargs.update(is_flag=True, default=None)
+    elif isinstance(declared.kind, Texts):
+        kwargs.update(multiple=True, metavar="URL")
+    else:
+        kwargs.update(type=_OptionType(declared), metavar=declared.kind.metavar)
     return click.option(*names, **kwargs)
+
+
+class JobCommand(click.Command):
+    """A command whose INPUT may be a TOML job file: the file's values become the defaults of
+    the options (Click's `default_map`), below the command line and the environment."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from batchgpt.jobs import is_job_file, load_job
+
+        parsed, _, _ = self.make_parser(ctx).parse_args(args=list(args))
+        first = next(p.name for p in self.params if isinstance(p, click.Argument))
+        given = parsed.get(first)
+        if isinstance(given, str) and is_job_file(Path(given)):
+            job = load_job(Path(given))
+            ctx.meta["batchgpt.job"] = job
+            ctx.default_map = {**(ctx.default_map or {}), **job}
+        return super().parse_args(ctx, args)
+
+
+def _input(ctx: click.Context, input_path: Path) -> str:
+    """The prompt file: INPUT itself, or the job file's `input`."""
+    job = ctx.meta.get("batchgpt.job")
+    return str(job["input"]) if job else str(input_path)
 
 
 def _logging_options(function: F) -> F:
@@ -37,101 +113,45 @@ def _logging_options(function: F) -> F:
     function = click.option(
         "-q", "--quiet", count=True, help="Less: -q hides progress, -qq all but errors."
     )(function)
-    return _option(
+    return click.option(
         "--log-format",
         type=click.Choice(["text", "json"]),
         default="text",
+        envvar="BATCHGPT_LOG_FORMAT",
+        show_envvar=True,
         help="json: one object per line (time, level, event).",
     )(function)
 
 
-def _setup_logging(log_format: str, verbose: int, quiet: int) -> None:
+def _setup_logging(options: dict[str, Any]) -> None:
     from batchgpt.logs import setup_logging
 
-    setup_logging(log_format, verbose - quiet)
+    setup_logging(options.pop("log_format"), options.pop("verbose") - options.pop("quiet"))
+
+
+def _stdin_is_a_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):  # closed
+        return False
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="batchgpt")
-def main() -> None:
+def cli() -> None:
     """Answer every prompt in a JSONL file through chatgpt.es, crash-safe and resumable."""
 
 
-@main.command()
+def _run_options(function: F) -> F:
+    for declared in reversed(run_options()):
+        if declared.on_command_line:
+            function = click_option(declared)(function)
+    return function
+
+
+@cli.command(cls=JobCommand)
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@_option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path),
-    help="Results file [default: INPUT.results.jsonl].",
-)
-@_option(
-    "--checkpoint", type=click.Path(path_type=Path), help="Checkpoint file [default: OUTPUT.ckpt]."
-)
-@_option("--base-url", help="The chat page [default: https://chatgpt.es].")
-@_option("--model", help="Default model (gpt-4, gpt-4o, gpt-4o-mini); a line's own model wins.")
-@_option("--concurrency", type=int, help="Requests in flight [default: 4].")
-@_option("--rate", help="Requests per second for the run: 2, 2/s, 120/min, 5000/h; 0 = unlimited.")
-@_option(
-    "--sessions",
-    type=int,
-    help="HTTP sessions (cookie jar + nonce each) [default: min(concurrency, 4)].",
-)
-@_option("--proxy", "proxies", multiple=True, help="Proxy URL; repeat for several.")
-@_option("--proxy-file", type=click.Path(path_type=Path), help="File of proxy URLs, one per line.")
-@_option("--retries", type=int, help="Attempts after the first for retryable errors [default: 5].")
-@_option(
-    "--give-up-after",
-    type=float,
-    help="Stop (exit 69) once the site is unreachable this long [default: 300 s].",
-)
-@_option("--timeout", type=float, help="Seconds per request [default: 120].")
-@_option("--shard", help="Process only shard K/N of the ids.")
-@_option(
-    "--shard-count", type=int, help="N shards; K from JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID."
-)
-@_option(
-    "--retry-errors",
-    is_flag=True,
-    default=None,
-    help="On resume, run retryable error records again.",
-)
-@_option(
-    "--restart", is_flag=True, default=None, help="Discard output and checkpoint and start over."
-)
-@_option("--yes", is_flag=True, default=False, help="Do not ask before --restart.")
-@_option(
-    "--repair",
-    is_flag=True,
-    default=False,
-    help="Drop corrupt lines in the output instead of stopping.",
-)
-@_option(
-    "--format",
-    "output_format",
-    type=click.Choice(["native", "openai"]),
-    help="Output shape [default: native].",
-)
-@_option(
-    "--no-progress",
-    is_flag=True,
-    default=False,
-    help="No progress bar (automatic when stderr is not a TTY).",
-)
-@_option(
-    "--drain-timeout",
-    type=float,
-    help="Seconds in-flight requests get after SIGINT/SIGTERM [default: 20].",
-)
-@_option("--max-line-bytes", type=int, help="Longest accepted input line [default: 8 MiB].")
-@_option("--sync-lines", type=int, help="fsync output and checkpoint every N lines [default: 512].")
-@_option("--sync-seconds", type=float, help="... or every S seconds, whichever first [default: 1].")
-@_option(
-    "--report", type=click.Path(path_type=Path), help="Also write an HTML report here at the end."
-)
-@_option(
-    "--dry-run", is_flag=True, default=False, help="Print the resolved options as JSON and exit."
-)
+@_run_options
 @_logging_options
 @click.pass_context
 def run(ctx: click.Context, input_path: Path, **options: Any) -> None:
@@ -139,44 +159,25 @@ def run(ctx: click.Context, input_path: Path, **options: Any) -> None:
 
     Running the same command again resumes where the last run stopped.
     """
-    from batchgpt.jobs import build_config, load_job
+    from batchgpt.config import RunConfig
 
-    _setup_logging(options.pop("log_format"), options.pop("verbose"), options.pop("quiet"))
-    options["format"] = options.pop("output_format")
-    options["proxies"] = list(options["proxies"]) or None
-    try:
-        values: dict[str, Any] = {}
-        if input_path.suffix == ".toml":
-            values = load_job(input_path)
-        else:
-            values["input"] = str(input_path)
-        for name, value in options.items():
-            source = ctx.get_parameter_source(_PARAMS.get(name, name))
-            explicit = source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-            if explicit or name not in values:
-                values[name] = value
-        values["progress"] = not options["no_progress"] and sys.stderr.isatty()
-        config = build_config(values)
-    except JobError as error:
-        _fail(error)
+    _setup_logging(options)
+    config = RunConfig.build({**options, "input": _input(ctx, input_path)})
     if options["dry_run"]:
         import json
 
         click.echo(json.dumps(config.public(), indent=2))
         return
     if config.restart and not options["yes"]:
-        if not sys.stdin.isatty():
-            _fail(
-                UsageError("--restart deletes the output; add --yes to confirm without a terminal")
+        if not _stdin_is_a_terminal():
+            raise UsageError(
+                "--restart deletes the output; add --yes to confirm without a terminal"
             )
         click.confirm(f"Delete {config.output} and its checkpoint and start over?", abort=True)
     from batchgpt.progress import summary_lines
-    from batchgpt.runner import run as run_job
+    from batchgpt.runner import run_foreground
 
-    try:
-        outcome = run_job(config)
-    except JobError as error:
-        _fail(error)
+    outcome = run_foreground(config)
     for line in summary_lines(outcome.stats, str(config.output)):
         click.echo(f"batchgpt: {line}", err=True)
     if config.report is not None:
@@ -185,31 +186,39 @@ def run(ctx: click.Context, input_path: Path, **options: Any) -> None:
     sys.exit(outcome.exit_code)
 
 
-_PARAMS = {"format": "output_format"}
-
-
-@main.command()
+@cli.command(cls=JobCommand)
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@_option("--model", default="gpt-4o", help="Default model for lines without one.")
-@_option("--max-line-bytes", type=int, default=None, help="Longest accepted line [default: 8 MiB].")
+@click_option(option("provider"))
+@click_option(option("model"))
+@click_option(option("max_line_bytes"))
 @click.option("--json", "as_json", is_flag=True, help="A machine-readable report on stdout.")
-def validate(input_path: Path, model: str, max_line_bytes: int | None, as_json: bool) -> None:
+@click.pass_context
+def validate(
+    ctx: click.Context,
+    input_path: Path,
+    provider: str | None,
+    model: str | None,
+    max_line_bytes: int | None,
+    as_json: bool,
+) -> None:
     """Check every line of INPUT without sending anything (exit 65 if any is bad)."""
+    from batchgpt.config import RunConfig
     from batchgpt.records import InvalidLine
     from batchgpt.validate import validate_file
 
-    def show(problem: InvalidLine) -> None:
-        click.echo(f"{input_path}:{problem.line}: {problem.reason}")
+    config = RunConfig.build(
+        {
+            "input": _input(ctx, input_path),
+            "provider": provider,
+            "model": model,
+            "max_line_bytes": max_line_bytes,
+        }
+    )
 
-    try:
-        report = validate_file(
-            input_path,
-            default_model=model,
-            max_line_bytes=max_line_bytes,
-            on_problem=None if as_json else show,
-        )
-    except JobError as error:
-        _fail(error)
+    def show(problem: InvalidLine) -> None:
+        click.echo(f"{config.input}:{problem.line}: {problem.reason}")
+
+    report = validate_file(config, on_problem=None if as_json else show)
     if as_json:
         click.echo(report.to_json())
     else:
@@ -217,55 +226,46 @@ def validate(input_path: Path, model: str, max_line_bytes: int | None, as_json: 
     sys.exit(EXIT_DATAERR if report.invalid else 0)
 
 
-@main.command()
+@cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="A machine-readable report on stdout.")
 def status(path: Path, as_json: bool) -> None:
     """Done, errors and remaining for a job, from its INPUT, OUTPUT or job file."""
     from batchgpt.status import job_status
 
-    try:
-        report = job_status(path)
-    except JobError as error:
-        _fail(error)
+    report = job_status(path)
     click.echo(report.to_json() if as_json else report.text())
 
 
-@main.command()
+@cli.command()
 @click.argument("output", type=click.Path(path_type=Path))
 @click.argument("shards", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--input", "input_path", type=click.Path(path_type=Path), help="Check no line of it is missing."
 )
 def merge(output: Path, shards: tuple[Path, ...], input_path: Path | None) -> None:
-    """Join shard outputs into OUTPUT, checking every input line appears exactly once."""
+    """Join shard outputs (or their job files) into OUTPUT, each input line exactly once."""
     from batchgpt.merge import merge_outputs
 
-    try:
-        merged = merge_outputs(output, list(shards), input_path=input_path)
-    except JobError as error:
-        _fail(error)
+    merged = merge_outputs(output, list(shards), input_path=input_path)
     click.echo(
         f"batchgpt: merged {merged} results from {len(shards)} files into {output}", err=True
     )
 
 
-@main.command()
+@cli.command()
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--to", "output_format", type=click.Choice(["native", "openai"]), required=True)
 def convert(source: Path, target: Path, output_format: str) -> None:
     """Rewrite a results file in the other output shape."""
-    from batchgpt.records import convert_file
+    from batchgpt.formats import convert_file
 
-    try:
-        count = convert_file(source, target, output_format)
-    except JobError as error:
-        _fail(error)
+    count = convert_file(source, target, output_format)
     click.echo(f"batchgpt: wrote {count} {output_format} results to {target}", err=True)
 
 
-@main.command()
+@cli.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "-o",
@@ -276,13 +276,12 @@ def convert(source: Path, target: Path, output_format: str) -> None:
 )
 @click.option("--rate", help="The run's configured rate, drawn on the throughput chart.")
 def report(results: tuple[Path, ...], output: Path, rate: str | None) -> None:
-    """Write one self-contained HTML report of one or more results files."""
+    """Write one self-contained HTML report of results files (or of their job files)."""
     from batchgpt.config import parse_rate
+    from batchgpt.jobs import job_files
 
-    try:
-        _write_report(list(results), output, rate=parse_rate(rate) if rate else None)
-    except JobError as error:
-        _fail(error)
+    outputs = [job_files(path).output for path in results]
+    _write_report(outputs, output, rate=parse_rate(rate) if rate else None)
 
 
 def _write_report(
@@ -293,11 +292,11 @@ def _write_report(
     try:
         write_report(results, output, rate=rate, rerun_command=rerun)
     except ReportDependencyError as error:
-        _fail(UsageError(str(error)))
+        raise UsageError(str(error)) from None
     click.echo(f"batchgpt: report written to {output}", err=True)
 
 
-@main.command()
+@cli.command()
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Loopback address to serve on."
 )
@@ -316,16 +315,16 @@ def emulator(host: str, port: int, settings: tuple[str, ...]) -> None:
     try:
         changes = dict(setting.split("=", 1) for setting in settings)
     except ValueError:
-        _fail(UsageError("--set takes KEY=VALUE"))
+        raise UsageError("--set takes KEY=VALUE") from None
     try:
         serve_forever(host, port, changes)
     except (KeyError, ValueError) as error:
-        _fail(UsageError(f"--set: {error}"))
+        raise UsageError(f"--set: {error}") from None
     except OSError as error:
-        _fail(UsageError(f"cannot serve on {host}:{port}: {error.strerror or error}"))
+        raise UsageError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
 
 
-@main.command()
+@cli.command()
 @click.option(
     "--keep",
     type=click.Path(path_type=Path),
@@ -335,7 +334,4 @@ def demo(keep: Path | None) -> None:
     """Run samples/ through the full pipeline against the bundled emulator on loopback."""
     from batchgpt.demo import run_demo
 
-    try:
-        sys.exit(run_demo(keep))
-    except JobError as error:
-        _fail(error)
+    sys.exit(run_demo(keep))

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
 import click
 import orjson
 
+from batchgpt.config import RunConfig
 from batchgpt.emulator import EmulatorConfig, running_emulator
-from batchgpt.jobs import build_config
 from batchgpt.logs import setup_logging
 from batchgpt.progress import summary_lines
 from batchgpt.runner import run
@@ -30,7 +29,7 @@ def run_demo(keep: Path | None = None) -> int:
     output = folder / "prompts.results.jsonl"
     with running_emulator(DEMO_SITE) as (_, url):
         click.echo(f"emulated chatgpt.es at {url}; running {prompts}", err=True)
-        config = build_config(
+        config = RunConfig.build(
             {
                 "input": str(prompts),
                 "output": str(output),
@@ -38,7 +37,6 @@ def run_demo(keep: Path | None = None) -> int:
                 "concurrency": 8,
                 "timeout": 10,
                 "restart": keep is not None,
-                "progress": sys.stderr.isatty(),
             }
         )
         outcome = run(config)

@@ -1,31 +1,37 @@
 """Every error batchgpt raises, each knowing its `kind` and whether it is worth retrying.
 
 The `kind` is a short stable string written into result records; `retryable` decides whether the
-retry policy tries again. Callers catch by meaning::
+retry policy tries again; `halts_after` says how many of them in a row mean the service will refuse
+every prompt, so the run stops (exit 69) instead of writing the same error for the rest. Callers
+catch by meaning::
 
     BatchGptError
     ├── MissingRequirementsError           curl_cffi (or an extra) is not installed
     ├── ModelNotSupportedError  (ValueError)  model_not_supported  final
-    └── ProviderError           (ValueError)  the site failed to answer
-        ├── RetryableError
-        │   ├── NonceError                 nonce          the nonce failed again after a re-scrape
-        │   ├── RateLimitedError           rate_limited   429; carries Retry-After
-        │   ├── CloudflareChallengeError   cloudflare     needs a fresh session
-        │   ├── ServerError                server_error   5xx
-        │   ├── RequestTimeoutError        timeout
-        │   ├── TransportError             connection     refused, reset, proxy down
-        │   └── BadResponseError           bad_response   not JSON, or neither data nor msg
-        └── FinalError
-            ├── CaptchaError               captcha        the site's consent gate
-            ├── SiteError                  site_error     the plugin refused, with its message
-            ├── NoNonceError               no_nonce       the page carries no chat nonce
-            └── SiteChangedError           site_changed   400 "0" or another unexpected status
+    ├── ProviderError           (ValueError)  the service failed to answer
+    │   ├── RetryableError
+    │   │   ├── NonceError                 nonce          the nonce failed again after a refresh
+    │   │   ├── RateLimitedError           rate_limited   429; carries Retry-After
+    │   │   ├── CloudflareChallengeError   cloudflare     needs a fresh session
+    │   │   ├── ServerError                server_error   5xx
+    │   │   ├── RequestTimeoutError        timeout
+    │   │   ├── TransportError             connection     refused, reset, proxy down
+    │   │   └── BadResponseError           bad_response   not JSON, a cut stream, an answer too big
+    │   └── FinalError
+    │       ├── CaptchaError               captcha        the site's consent gate
+    │       ├── SiteError                  site_error     the service refused, with its message
+    │       ├── NoNonceError               no_nonce       no chat on the page      halts after 3
+    │       ├── SiteChangedError           site_changed   400 "0", another status  halts after 3
+    │       ├── QuotaError                 quota          a quota or token limit   halts at once
+    │       ├── BlockedError               blocked        this IP is banned: benches its proxy
+    │       └── AuthError                  auth           the API key is refused   halts at once
     └── JobError                           the run cannot go on; carries the exit code
         ├── UsageError                     2   bad option, unreadable input
         ├── InputChangedError              2   the input or result-shaping options changed
         ├── CorruptOutputError             2   a bad line in the middle of the output
         ├── MergeConflictError             65  shard outputs overlap or miss lines
         ├── SiteUnreachableError           69  the breaker gave up
+        ├── SiteHaltedError                69  a quota, a ban on every proxy, a broken site
         ├── OutputWriteError               74  writing or syncing output/checkpoint failed
         └── JobLockedError                 75  another run holds the job's lock
 
@@ -71,7 +77,10 @@ class ModelNotSupportedError(BatchGptError, ValueError):
 
 
 class ProviderError(BatchGptError, ValueError):
-    """The site did not give an answer."""
+    """The service did not give an answer."""
+
+    #: This many in a row, across the whole run, stop it (0: never; each prompt fails alone).
+    halts_after: ClassVar[int] = 0
 
 
 class RetryableError(ProviderError):
@@ -126,10 +135,32 @@ class SiteError(FinalError):
 
 class NoNonceError(FinalError):
     kind = "no_nonce"
+    halts_after = 3
 
 
 class SiteChangedError(FinalError):
     kind = "site_changed"
+    halts_after = 3
+
+
+class QuotaError(FinalError):
+    """The service's quota or token limit is reached: every further prompt would be refused."""
+
+    kind = "quota"
+    halts_after = 1
+
+
+class BlockedError(FinalError):
+    """The service banned the IP this request came from; another proxy may still be welcome."""
+
+    kind = "blocked"
+
+
+class AuthError(FinalError):
+    """The service refused the credentials: every further prompt would be refused."""
+
+    kind = "auth"
+    halts_after = 1
 
 
 #: Whether a recorded error kind may succeed when tried again (used by --retry-errors).
@@ -177,6 +208,13 @@ class MergeConflictError(JobError):
 
 class SiteUnreachableError(JobError):
     kind = "unreachable"
+    exit_code = 69
+
+
+class SiteHaltedError(JobError):
+    """The service refuses every prompt (quota, ban, broken site); the rest waits for a rerun."""
+
+    kind = "halted"
     exit_code = 69
 
 

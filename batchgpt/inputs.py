@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchgpt.records import InvalidLine, PromptRecord, id_key, parse_line
+from batchgpt.records import InvalidLine, ModelCheck, PromptRecord, id_key, parse_line
 
 BOM = b"\xef\xbb\xbf"
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
@@ -73,7 +73,9 @@ class LineSet:
             self._bits[index] |= 1 << bit
             self.count += 1
 
-    def __contains__(self, line: int) -> bool:
+    def __contains__(self, line: object) -> bool:
+        if not isinstance(line, int):
+            return False
         index, bit = divmod(line, 8)
         return index < len(self._bits) and bool(self._bits[index] >> bit & 1)
 
@@ -125,6 +127,7 @@ def read_prompts(
     path: Path,
     *,
     default_model: str,
+    check_model: ModelCheck,
     seen: IdIndex,
     done: LineSet | None = None,
     shard: Shard | None = None,
@@ -140,7 +143,7 @@ def read_prompts(
             continue
         if not raw.strip():
             continue
-        item = parse_line(raw, number, default_model)
+        item = parse_line(raw, number, default_model, check_model)
         key = id_key(number if item.id is None else item.id)
         if shard is not None and not shard.owns(key):
             continue

@@ -5,28 +5,30 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from batchgpt.checkpoint import fsync_directory, read_checkpoint
+from batchgpt.checkpoint import Checkpoint, fsync_directory
 from batchgpt.errors import CorruptOutputError, MergeConflictError, UsageError
+from batchgpt.formats import Result, decode_line
 from batchgpt.inputs import DEFAULT_MAX_LINE_BYTES, LineSet, physical_lines
-from batchgpt.records import decode_result
+from batchgpt.jobs import JobFiles, job_files
 
 SHOWN = 20
 
 
-def _input_of(shards: list[Path]) -> Path | None:
+def _input_of(jobs: list[JobFiles]) -> Path | None:
     """The input the shards were made from, when their checkpoints agree on one."""
-    inputs = {
-        (checkpoint or {}).get("input_path")
-        for checkpoint in (read_checkpoint(Path(f"{shard}.ckpt")) for shard in shards)
-    }
+    checkpoints = [Checkpoint.load(job.checkpoint) for job in jobs]
+    inputs = {checkpoint.input_path if checkpoint else None for checkpoint in checkpoints}
     if len(inputs) == 1 and (only := inputs.pop()):
         return Path(only)
     return None
 
 
-def merge_outputs(output: Path, shards: list[Path], *, input_path: Path | None = None) -> int:
-    """Concatenate `shards` into `output` (atomically); refuse overlaps and, when the input is
-    known, missing lines. Returns the number of results written."""
+def merge_outputs(output: Path, sources: list[Path], *, input_path: Path | None = None) -> int:
+    """Concatenate the shard outputs `sources` (or the outputs of their job files) into `output`
+    (atomically); refuse overlaps and, when the input is known, missing lines. Returns the number
+    of results written."""
+    jobs = [job_files(source) for source in sources]
+    shards = [job.output for job in jobs]
     for shard in shards:
         if not shard.is_file():
             raise UsageError(f"cannot read shard output {shard}: no such file")
@@ -39,7 +41,9 @@ def merge_outputs(output: Path, shards: list[Path], *, input_path: Path | None =
                 with shard.open("rb") as source:
                     for number, raw in enumerate(source, start=1):
                         try:
-                            record = decode_result(raw) if raw.endswith(b"\n") else None
+                            record: Result | None = (
+                                decode_line(raw) if raw.endswith(b"\n") else None
+                            )
                         except ValueError:
                             record = None
                         if record is None:
@@ -47,6 +51,7 @@ def merge_outputs(output: Path, shards: list[Path], *, input_path: Path | None =
                                 f"{shard}:{number}: not a complete result line; finish or "
                                 "resume that shard first"
                             )
+                        assert record.line is not None
                         if record.line in seen:
                             if len(duplicates) < SHOWN:
                                 duplicates.append(
@@ -59,7 +64,7 @@ def merge_outputs(output: Path, shards: list[Path], *, input_path: Path | None =
                         target.write(raw)
             target.flush()
             os.fsync(target.fileno())
-        input_path = input_path or _input_of(shards)
+        input_path = input_path or _input_of(jobs)
         missing = _missing_lines(input_path, seen) if input_path else []
         if duplicates or missing:
             raise MergeConflictError(_conflict(duplicates, missing, input_path))

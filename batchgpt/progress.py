@@ -12,7 +12,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from batchgpt.records import Result
+from batchgpt.formats import Result
 
 log = logging.getLogger("batchgpt")
 LOG_EVERY_SECONDS = 10.0
@@ -36,7 +36,7 @@ class RunStats:
         else:
             self.errors[result.error.kind] += 1
         if result.attempts:
-            self.latencies_ms.append(min(result.latency_ms, 2**32 - 1))
+            self.latencies_ms.append(min(int(result.latency_ms or 0), 2**32 - 1))
             self.retries += result.attempts - 1
 
     @property

@@ -1,45 +1,43 @@
-"""Input lines → `PromptRecord`s, and `Result`s → output lines (DESIGN.md "Input/Output lines").
+"""Input lines → `PromptRecord`s (DESIGN.md "Input lines").
 
 A line is one JSON object in one of three shapes — `{"prompt": …}`, `{"messages": […]}` or an
 OpenAI Batch API request — with an optional `id` (or `custom_id`) and `model`. Anything wrong
-with a line is an `InvalidLine` carrying a one-line reason; it is never sent.
+with a line is an `InvalidLine` carrying a one-line reason; it is never sent. Models are checked
+by the backend's own `check_model`, the same call `run` makes for `--model`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
-import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from batchgpt.errors import INVALID_INPUT, RETRYABLE_KINDS, CorruptOutputError
-from batchgpt.providers.chatgpt_es import ChatGptEs, content_text
+from batchgpt.errors import ModelNotSupportedError
+from batchgpt.formats import Id, Result
 
 ROLES = frozenset({"system", "user", "assistant"})
 CHAT_COMPLETIONS = "/v1/chat/completions"
-FORMATS = ("native", "openai")
 _ID_KEYS = ("id", "custom_id")
 _NATIVE_KEYS = frozenset({"id", "custom_id", "prompt", "messages", "model"})
 _BATCH_KEYS = frozenset({"custom_id", "method", "url", "body"})
 
-Id = str | int
+#: A backend's model check: the name if the service knows it, else ModelNotSupportedError.
+ModelCheck = Callable[[str], str]
 
 
 @dataclass(slots=True)
 class PromptRecord:
-    """One prompt ready to send."""
+    """One prompt ready to send; `params` are the other fields of an OpenAI request body."""
 
     id: Id
     line: int
     messages: list[dict[str, Any]]
     model: str
     metadata: dict[str, Any] | None = None
-    ignored_params: tuple[str, ...] = ()
+    params: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -50,6 +48,9 @@ class InvalidLine:
     line: int
     reason: str
     model: str | None = None
+
+    def result(self) -> Result:
+        return Result.invalid(self.id, self.line, self.reason, self.model)
 
 
 class LineError(ValueError):
@@ -84,14 +85,22 @@ def _type_name(value: object) -> str:
     )
 
 
-def _check_model(value: object, default_model: str) -> str:
+def content_text(content: str | list[dict[str, Any]]) -> str:
+    """A message's content as text: a string, or the text parts of a list joined."""
+    if isinstance(content, str):
+        return content
+    return "".join(part["text"] for part in content if part.get("type") == "text")
+
+
+def _check_model(value: object, default_model: str, check_model: ModelCheck) -> str:
     if value is None:
         return default_model
     if not isinstance(value, str):
         raise LineError(f"model must be a string, not {_type_name(value)}")
-    if value not in ChatGptEs.models:
-        raise LineError(f"unknown model {value!r} (known: {', '.join(ChatGptEs.models)})")
-    return value
+    try:
+        return check_model(value)
+    except ModelNotSupportedError as exc:
+        raise LineError(exc.message) from None
 
 
 def _check_content(content: object, where: str) -> str | list[dict[str, Any]]:
@@ -129,7 +138,7 @@ def _check_messages(value: object) -> list[dict[str, Any]]:
 
 
 def _batch_request(
-    obj: dict[str, Any], default_model: str
+    obj: dict[str, Any], default_model: str, check_model: ModelCheck
 ) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
     if obj.get("method", "POST") != "POST":
         raise LineError(f"method must be POST, not {obj.get('method')!r}")
@@ -139,12 +148,14 @@ def _batch_request(
     if not isinstance(body, dict):
         raise LineError(f"body must be an object, not {_type_name(body)}")
     messages = _check_messages(body.get("messages"))
-    model = _check_model(body.get("model"), default_model)
+    model = _check_model(body.get("model"), default_model, check_model)
     extra = {k: v for k, v in body.items() if k not in ("messages", "model")}
     return messages, model, extra
 
 
-def parse_line(raw: bytes, line: int, default_model: str) -> PromptRecord | InvalidLine:
+def parse_line(
+    raw: bytes, line: int, default_model: str, check_model: ModelCheck
+) -> PromptRecord | InvalidLine:
     """Turn one non-blank input line into a record, or say why it is invalid."""
     try:
         obj = orjson.loads(raw)
@@ -158,20 +169,21 @@ def parse_line(raw: bytes, line: int, default_model: str) -> PromptRecord | Inva
     except LineError as exc:
         return InvalidLine(None, line, str(exc))
     try:
-        return _record(obj, record_id, line, default_model)
+        return _record(obj, record_id, line, default_model, check_model)
     except LineError as exc:
         model = obj.get("model")
         return InvalidLine(record_id, line, str(exc), model if isinstance(model, str) else None)
 
 
-def _record(obj: dict[str, Any], record_id: Id, line: int, default_model: str) -> PromptRecord:
-    ignored: tuple[str, ...] = ()
+def _record(
+    obj: dict[str, Any], record_id: Id, line: int, default_model: str, check_model: ModelCheck
+) -> PromptRecord:
+    params = None
     if "body" in obj or "url" in obj:
-        messages, model, extra = _batch_request(obj, default_model)
+        messages, model, extra = _batch_request(obj, default_model, check_model)
         metadata = {k: v for k, v in obj.items() if k not in _BATCH_KEYS}
         if extra:
-            metadata["body"] = extra
-            ignored = tuple(extra)
+            metadata["body"] = params = extra
     else:
         if "prompt" in obj and "messages" in obj:
             raise LineError("has both prompt and messages")
@@ -186,211 +198,6 @@ def _record(obj: dict[str, Any], record_id: Id, line: int, default_model: str) -
             messages = _check_messages(obj["messages"])
         else:
             raise LineError("no prompt or messages")
-        model = _check_model(obj.get("model"), default_model)
+        model = _check_model(obj.get("model"), default_model, check_model)
         metadata = {k: v for k, v in obj.items() if k not in _NATIVE_KEYS}
-    return PromptRecord(record_id, line, messages, model, metadata or None, ignored)
-
-
-# results ------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class ErrorInfo:
-    kind: str
-    message: str
-    http_status: int | None = None
-    retryable: bool = False
-
-
-@dataclass(slots=True)
-class Result:
-    """The outcome of one input line, answer or error."""
-
-    id: Id | None
-    line: int
-    model: str | None
-    response: str | None = None
-    error: ErrorInfo | None = None
-    attempts: int = 0
-    latency_ms: int = 0
-    metadata: dict[str, Any] | None = None
-    finished_at: float = field(default_factory=time.time)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @classmethod
-    def invalid(cls, bad: InvalidLine) -> Result:
-        return cls(bad.id, bad.line, bad.model, error=ErrorInfo(INVALID_INPUT, bad.reason))
-
-
-def _iso(moment: float) -> str:
-    stamp = datetime.fromtimestamp(moment, UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
-
-
-def _native(result: Result) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": result.id,
-        "line": result.line,
-        "status": "ok" if result.ok else "error",
-        "model": result.model,
-        "response": result.response,
-        "attempts": result.attempts,
-        "latency_ms": result.latency_ms,
-        "finished_at": _iso(result.finished_at),
-    }
-    if result.error is not None:
-        out["error"] = {
-            "kind": result.error.kind,
-            "message": result.error.message,
-            "http_status": result.error.http_status,
-            "retryable": result.error.retryable,
-        }
-    if result.metadata:
-        out["metadata"] = result.metadata
-    return out
-
-
-def _openai(result: Result) -> dict[str, Any]:
-    """The OpenAI Batch API output line; the request id carries the input line number."""
-    suffix = uuid.uuid4().hex[:16]
-    request_id = f"req_{suffix}"
-    out: dict[str, Any] = {
-        "id": f"batch_req_{result.line}_{suffix}",
-        "custom_id": str(result.id) if result.id is not None else None,
-        "response": None,
-        "error": None,
-    }
-    if result.error is None:
-        out["response"] = {
-            "status_code": 200,
-            "request_id": request_id,
-            "body": {
-                "id": f"chatcmpl-{suffix}",
-                "object": "chat.completion",
-                "created": int(result.finished_at),
-                "model": result.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": result.response},
-                        "finish_reason": "stop",
-                        "logprobs": None,
-                    }
-                ],
-                "usage": None,
-            },
-        }
-        return out
-    # DESIGN.md: an error is `"response": null` plus `error`. A response here (even with the
-    # site's HTTP 200 of a captcha) would tell OpenAI tooling the request succeeded.
-    out["error"] = {"code": result.error.kind, "message": result.error.message}
-    return out
-
-
-def encode_result(result: Result, output_format: str) -> bytes:
-    """One output line, newline included."""
-    shape = _native(result) if output_format == "native" else _openai(result)
-    return orjson.dumps(shape, option=orjson.OPT_APPEND_NEWLINE)
-
-
-@dataclass(slots=True)
-class RecordedResult:
-    """What resume needs to know of an output line."""
-
-    line: int
-    id: Id | None
-    ok: bool
-    kind: str | None
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind in RETRYABLE_KINDS
-
-
-def decode_result(raw: bytes) -> RecordedResult:
-    """Read back an output line of either format; ValueError when it is not one of ours."""
-    obj = orjson.loads(raw)
-    if not isinstance(obj, dict):
-        raise ValueError("not a JSON object")
-    if "line" in obj and "status" in obj:
-        line, record_id = obj["line"], obj.get("id")
-        error = obj.get("error")
-        kind = error.get("kind") if isinstance(error, dict) else None
-        ok = obj["status"] == "ok"
-    elif "custom_id" in obj and str(obj.get("id", "")).startswith("batch_req_"):
-        line = int(str(obj["id"]).split("_")[2])
-        record_id = obj["custom_id"]
-        error = obj.get("error")
-        kind = error.get("code") if isinstance(error, dict) else None
-        ok = error is None
-    else:
-        raise ValueError("not a batchgpt result line")
-    if not isinstance(line, int) or isinstance(line, bool) or line < 1:
-        raise ValueError("result line has no valid line number")
-    return RecordedResult(line, record_id, ok, kind)
-
-
-def parse_timestamp(value: object) -> float | None:
-    """A `finished_at` value as epoch seconds (UTC when it names no zone), or None."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-    except (ValueError, OverflowError):
-        return None
-
-
-def result_from_line(raw: bytes) -> Result:
-    """A whole output line of either format read back as a `Result` (for `convert`)."""
-    obj = orjson.loads(raw)
-    recorded = decode_result(raw)
-    if "status" in obj:
-        error = obj.get("error")
-        return Result(
-            obj.get("id"),
-            recorded.line,
-            obj.get("model"),
-            response=obj.get("response"),
-            error=ErrorInfo(**error) if isinstance(error, dict) else None,
-            attempts=obj.get("attempts", 0),
-            latency_ms=obj.get("latency_ms", 0),
-            metadata=obj.get("metadata"),
-            finished_at=parse_timestamp(obj.get("finished_at")) or time.time(),
-        )
-    response = obj.get("response") or {}
-    body = response.get("body") or {}
-    error = obj.get("error")
-    if isinstance(error, dict):
-        kind = str(error.get("code"))
-        info = ErrorInfo(
-            kind, str(error.get("message")), response.get("status_code"), kind in RETRYABLE_KINDS
-        )
-        return Result(recorded.id, recorded.line, body.get("model"), error=info)
-    return Result(
-        recorded.id,
-        recorded.line,
-        body.get("model"),
-        response=body["choices"][0]["message"]["content"],
-        attempts=1,
-        finished_at=float(body.get("created", time.time())),
-    )
-
-
-def convert_file(source: Path, target: Path, output_format: str) -> int:
-    """Rewrite every result of `source` in `output_format` into `target`."""
-    count = 0
-    with source.open("rb") as reader, target.open("wb") as writer:
-        for number, raw in enumerate(reader, start=1):
-            if not raw.strip():
-                continue
-            try:
-                result = result_from_line(raw)
-            except (ValueError, KeyError, TypeError, IndexError) as exc:
-                raise CorruptOutputError(f"{source}:{number}: not a result line ({exc})") from exc
-            writer.write(encode_result(result, output_format))
-            count += 1
-    return count
+    return PromptRecord(record_id, line, messages, model, metadata or None, params)

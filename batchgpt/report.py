@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,8 +25,7 @@ from typing import Any
 import orjson
 
 from batchgpt.checkpoint import replace_atomically
-from batchgpt.errors import RETRYABLE_KINDS
-from batchgpt.records import parse_timestamp
+from batchgpt.formats import Result, read_result
 
 #: Error records listed in the table; the rest are only counted.
 ERROR_ROWS = 200
@@ -48,9 +46,7 @@ LATENCY_PRECISION = 10 ** (1 / (2 * LATENCY_BUCKETS_PER_DECADE)) - 1
 PLACEHOLDER_INPUT = "<INPUT>"
 
 _LATENCY_DECADES = 8  # 1 ms to 10^8 ms (28 h); slower results share the last bucket
-_LATEST_TIME = 4_102_444_800.0  # 2100-01-01: later (or pre-1970) times are treated as missing
 _WIDTHS = (1, 2, 10, 20, 60, 120, 600, 1200, 3600, 7200, 21600, 43200, 86400)
-_BATCH_REQUEST_LINE = re.compile(r"batch_req_(\d+)_")
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -124,20 +120,6 @@ def _import_plotly() -> ModuleType:
 
 
 @dataclass(slots=True)
-class _Outcome:
-    """One result line reduced to what the report needs, whichever shape it came in."""
-
-    id: str | None
-    line: int | None
-    kind: str | None  # None when the prompt was answered
-    message: str
-    retryable: bool
-    attempts: int | None
-    latency_ms: float | None
-    at: float | None  # seconds since the epoch
-
-
-@dataclass(slots=True)
 class _ErrorRow:
     source: str
     line: int | None
@@ -152,92 +134,6 @@ class _Source:
     name: str
     records: int = 0
     unreadable: int = 0
-
-
-def _outcome(obj: dict[str, Any]) -> _Outcome | None:
-    """Either shape to an _Outcome; None when the object is no result record."""
-    if "status" in obj:
-        outcome = _native_outcome(obj)
-    elif "custom_id" in obj or "response" in obj:
-        outcome = _openai_outcome(obj)
-    else:
-        return None
-    if outcome.kind is not None:
-        outcome.kind = outcome.kind[:KIND_LIMIT]
-    return outcome
-
-
-def _native_outcome(obj: dict[str, Any]) -> _Outcome:
-    error = _dict(obj.get("error"))
-    kind = None if obj.get("status") == "ok" else (_text(error.get("kind")) or "unknown")
-    flag = error.get("retryable")
-    return _Outcome(
-        id=_identifier(obj.get("id")),
-        line=_int(obj.get("line")),
-        kind=kind,
-        message=_text(error.get("message")) or "",
-        retryable=flag if isinstance(flag, bool) else kind in RETRYABLE_KINDS,
-        attempts=_int(obj.get("attempts")),
-        latency_ms=_number(obj.get("latency_ms")),
-        at=_iso_seconds(obj.get("finished_at")),
-    )
-
-
-def _openai_outcome(obj: dict[str, Any]) -> _Outcome:
-    response = _dict(obj.get("response"))
-    body = _dict(response.get("body"))
-    error = _dict(obj.get("error"))
-    body_error = _dict(body.get("error"))
-    status = _int(response.get("status_code"))
-    kind = None
-    if obj.get("error") is not None or status is None or not 200 <= status < 300 or body_error:
-        kind = (
-            _text(error.get("code"))
-            or _text(body_error.get("code"))
-            or _text(body_error.get("type"))
-            or (f"http_{status}" if status is not None else "unknown")
-        )
-    match = _BATCH_REQUEST_LINE.match(_text(obj.get("id")) or "")
-    created = _number(body.get("created"))
-    return _Outcome(
-        id=_identifier(obj.get("custom_id")),
-        line=int(match.group(1)) if match else None,
-        kind=kind,
-        message=_text(error.get("message")) or _text(body_error.get("message")) or "",
-        retryable=kind in RETRYABLE_KINDS,
-        attempts=None,
-        latency_ms=None,
-        at=created if created is not None and 0 <= created < _LATEST_TIME else None,
-    )
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _identifier(value: Any) -> str | None:
-    if value is None:
-        return None
-    return (value if isinstance(value, str) else orjson.dumps(value).decode())[:200]
-
-
-def _iso_seconds(value: Any) -> float | None:
-    seconds = parse_timestamp(value)
-    return seconds if seconds is not None and 0 <= seconds < _LATEST_TIME else None
 
 
 # --- aggregating --------------------------------------------------------------------------------
@@ -362,7 +258,7 @@ class _Aggregate:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError:
             obj = None
-        outcome = _outcome(obj) if isinstance(obj, dict) else None
+        outcome = read_result(obj)
         if outcome is None:
             self.unreadable += 1
             source.unreadable += 1
@@ -370,13 +266,14 @@ class _Aggregate:
         source.records += 1
         self.add(outcome, source.name)
 
-    def add(self, outcome: _Outcome, source: str) -> None:
+    def add(self, outcome: Result, source: str) -> None:
         self.records += 1
         kind = None
-        if outcome.kind is None:
+        if outcome.error is None:
             self.ok += 1
         else:
-            kind = self._kind(outcome.kind)
+            error_kind = outcome.error.kind[:KIND_LIMIT]
+            kind = self._kind(error_kind)
             self.errors_by_kind[kind] += 1
             self.retryable_errors += outcome.retryable
             if len(self.error_rows) < ERROR_ROWS:
@@ -384,9 +281,9 @@ class _Aggregate:
                     _ErrorRow(
                         source,
                         outcome.line,
-                        outcome.id,
-                        outcome.kind,
-                        outcome.message[:MESSAGE_LIMIT],
+                        None if outcome.id is None else str(outcome.id)[:200],
+                        error_kind,
+                        outcome.error.message[:MESSAGE_LIMIT],
                         outcome.retryable,
                     )
                 )
@@ -397,10 +294,10 @@ class _Aggregate:
         latency = outcome.latency_ms
         if latency is not None and latency >= 0 and attempts != 0:
             self.latency.add(latency)
-        if outcome.at is None:
+        if outcome.finished_at is None:
             self.untimed += 1
         else:
-            self.timeline.add(outcome.at, kind)
+            self.timeline.add(outcome.finished_at, kind)
 
     def _kind(self, kind: str) -> str:
         """`kind`, or OTHER_KIND once MAX_KINDS distinct kinds have been seen."""

@@ -5,7 +5,10 @@ site's Retry-After, only for retryable errors. `CircuitBreaker` watches every at
 after `threshold` unreachable failures in a row it pauses dispatch, lets one probe through per
 cooldown (doubling up to a cap), and once the site has been unreachable for `give_up_after`
 seconds it raises `SiteUnreachableError`, so the run stops (exit 69) instead of writing errors.
-`send_with_retries` applies both to one prompt.
+`HaltRule` watches for answers that mean the service will refuse every prompt (a quota, a refused
+key, a page without a chat): after an error's `halts_after` of them in a row it raises
+`SiteHaltedError`, and the run stops with the rest unwritten. `send_with_retries` applies all
+three to one prompt.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ from dataclasses import dataclass
 
 from batchgpt.errors import (
     UNREACHABLE_KINDS,
+    BlockedError,
     ProviderError,
     RateLimitedError,
+    SiteHaltedError,
     SiteUnreachableError,
 )
+from batchgpt.providers.base import Answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,23 +125,46 @@ class CircuitBreaker:
             )
 
 
+class HaltRule:
+    """Counts, across the run, the failures in a row that say the service refuses everyone."""
+
+    def __init__(self) -> None:
+        self.in_a_row = 0
+
+    def record(self, error: ProviderError | None) -> None:
+        """Feed one attempt's outcome; raises `SiteHaltedError` when the run must stop."""
+        if error is None:
+            self.in_a_row = 0
+        elif error.halts_after:
+            self.in_a_row += 1
+            if self.in_a_row >= error.halts_after:
+                times = f" ({self.in_a_row} times in a row)" if self.in_a_row > 1 else ""
+                raise SiteHaltedError(
+                    f"stopped: the service answered {error.kind}: {error.message}{times}; the "
+                    "prompts not yet answered are left for the next run"
+                )
+
+
 @dataclass(slots=True)
 class Outcome:
-    answer: str | None
+    answer: Answer | None
     error: ProviderError | None
     attempts: int
 
 
 async def send_with_retries(
-    send: Callable[[], Awaitable[str]],
+    send: Callable[[], Awaitable[Answer]],
     policy: RetryPolicy,
     breaker: CircuitBreaker,
+    halts: HaltRule,
     rng: random.Random,
 ) -> Outcome:
     """Try `send` until it answers, fails for good, or runs out of retries.
 
     The breaker's probes do not spend the prompt's retries: a prompt is not failed for the time
-    the whole site was down.
+    the whole site was down. A failure that may halt the run is retried while the run goes on
+    (a single broken page is no verdict on the site); a banned proxy is left for another one
+    without spending an attempt.
     """
     attempts = retries = 0
     while True:
@@ -145,7 +174,11 @@ async def send_with_retries(
             answer = await send()
         except ProviderError as error:
             breaker.record(error, probe)
-            if not error.retryable:
+            halts.record(error)
+            if isinstance(error, BlockedError):
+                attempts -= 1
+                continue
+            if not error.retryable and not error.halts_after:
                 return Outcome(None, error, attempts)
             if not probe:
                 retries += 1
@@ -154,4 +187,5 @@ async def send_with_retries(
             await asyncio.sleep(policy.delay(max(retries, 1), error, rng))
         else:
             breaker.record(None, probe)
+            halts.record(None)
             return Outcome(answer, None, attempts)

@@ -1,14 +1,20 @@
 """The run: prompts flow from the input through a worker pool into the output.
 
-    reader ──queue──▶ N workers ──▶ output (+ progress)      committer ──▶ fsync + checkpoint
+    reader ──queue──▶ N workers ──▶ ResultLog (+ progress)      committer ──▶ fsync + checkpoint
 
-The reader streams the input, skipping lines already done and recording invalid lines at once.
-Each worker takes one prompt at a time (so `concurrency` bounds requests in flight), picks a
-session from the pool and applies the retry policy and the circuit breaker. A result line is
-appended the moment it is complete, before its worker sends anything else, so a kill -9 loses at
-most the requests in flight. The committer group-commits (checkpoint.py) in a thread meanwhile.
-SIGINT/SIGTERM stop the reader and workers; in-flight prompts get `drain_timeout` to finish, then
-the committer commits once more.
+`Runner.run` opens the job (lock, checkpoint check and output recovery, checkpoint.py), then runs
+one task group: the reader streams the input, skipping done lines and recording invalid ones at
+once; each worker takes one prompt at a time (so `concurrency` bounds requests in flight), asks a
+client from the pool under the retry policy and the circuit breaker, and appends the result line
+before it takes the next (so a kill -9 loses at most the requests in flight); the committer
+group-commits beside them, in a thread.
+
+`stop()` ends dispatch: requests in flight get `drain_timeout` seconds (an `asyncio.timeout` that
+the stop reschedules), then the committer commits once more. A service that refuses every prompt
+(a quota, a refused key, a ban on every proxy, a broken site) stops the run the same way and ends
+it with `SiteHaltedError`; any other `JobError` cuts it at once. The runner installs no signal
+handlers: `run_foreground` (what the CLI calls) does, so `run()` leaves a library caller's process
+alone.
 """
 
 from __future__ import annotations
@@ -24,24 +30,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from batchgpt.checkpoint import (
-    CHECKPOINT_VERSION,
+    Checkpoint,
     JobLock,
     RecoveredOutput,
     ResultLog,
-    check_checkpoint,
-    read_checkpoint,
     recover_output,
     scan_input,
 )
 from batchgpt.config import RunConfig
-from batchgpt.errors import JobError, OutputWriteError, ProviderError, UsageError
+from batchgpt.errors import JobError, OutputWriteError, ProviderError, SiteHaltedError, UsageError
+from batchgpt.formats import ErrorInfo, Result, encode
 from batchgpt.inputs import read_prompts
 from batchgpt.pacing import Pacer
-from batchgpt.pool import SessionPool
+from batchgpt.pool import ClientPool
 from batchgpt.progress import Progress, RunStats
-from batchgpt.providers.chatgpt_es import ChatGptEs
-from batchgpt.records import ErrorInfo, InvalidLine, PromptRecord, Result, encode_result
-from batchgpt.retry import CircuitBreaker, RetryPolicy, send_with_retries
+from batchgpt.providers import backend_class
+from batchgpt.providers.base import Answer
+from batchgpt.records import InvalidLine, PromptRecord
+from batchgpt.retry import CircuitBreaker, HaltRule, RetryPolicy, send_with_retries
 
 log = logging.getLogger("batchgpt")
 
@@ -62,16 +68,19 @@ class Runner:
 
     def __init__(self, config: RunConfig, *, rng: random.Random | None = None) -> None:
         self.config = config
+        self.backend = backend_class(config.provider)
         self.rng = rng or random.Random()
         self.stats = RunStats()
         self.policy = RetryPolicy(retries=config.retries)
         self.breaker = CircuitBreaker(
             threshold=max(5, config.concurrency), give_up_after=config.give_up_after
         )
+        self.halts = HaltRule()
         self.stopped_by: str | None = None
-        self._stop = asyncio.Event()
-        self._abort = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._deadline: asyncio.Timeout | None = None
         self._fatal: JobError | None = None
+        self._halted: SiteHaltedError | None = None
         self._prompts: asyncio.Queue[PromptRecord | None] = asyncio.Queue(config.concurrency * 2)
         self._log: ResultLog | None = None
         self._progress: Progress | None = None
@@ -79,6 +88,38 @@ class Runner:
         self._commit_due = asyncio.Event()
         self._finished = False
         self._warned_params = False
+
+    # stopping ---------------------------------------------------------------------------------
+    def stop(self, reason: str) -> None:
+        """Stop dispatching; requests in flight get `drain_timeout` seconds (e.g. on SIGTERM)."""
+        if self.stopped_by is None and self._halted is None:
+            self.stopped_by = reason
+            log.warning(
+                "%s: stopped dispatching; waiting up to %g s for requests in flight",
+                reason,
+                self.config.drain_timeout,
+            )
+        self._drain_within(self.config.drain_timeout)
+
+    def _halt(self, error: SiteHaltedError) -> None:
+        if self._halted is None and self.stopped_by is None:
+            self._halted = error
+            log.error("%s", error)
+        self._drain_within(self.config.drain_timeout)
+
+    def _fail(self, error: JobError) -> None:
+        if self._fatal is None:
+            log.error("%s", error)
+            self._fatal = error
+        self._drain_within(0)
+
+    def _drain_within(self, seconds: float) -> None:
+        """End dispatch now and the pipeline within `seconds` (never later than already set)."""
+        self._stopping.set()
+        if self._deadline is not None:
+            when = asyncio.get_running_loop().time() + seconds
+            current = self._deadline.when()
+            self._deadline.reschedule(when if current is None else min(current, when))
 
     # set-up -----------------------------------------------------------------------------------
     def _prepare(self) -> tuple[ResultLog, RecoveredOutput, int]:
@@ -90,15 +131,15 @@ class Runner:
             log.warning("--restart: removed %s and its checkpoint", config.output)
         input_print, input_lines = scan_input(config.input)
         options = config.result_options()
-        saved = read_checkpoint(config.checkpoint)
+        saved = Checkpoint.load(config.checkpoint)
         if saved is not None:
-            check_checkpoint(saved, input_print, options, config.input)
+            saved.check(input_print, options, config.input)
         elif config.output.exists() and config.output.stat().st_size:
             log.warning("no checkpoint at %s: resuming from the output alone", config.checkpoint)
         recovered = recover_output(
             config.output,
             repair=config.repair,
-            drop=(lambda r: not r.ok and r.retryable) if config.retry_errors else None,
+            drop=(lambda r: r.retryable) if config.retry_errors else None,
         )
         if recovered.cut_bytes:
             log.warning("cut a torn tail of %d bytes from %s", recovered.cut_bytes, config.output)
@@ -106,12 +147,7 @@ class Runner:
             log.warning(
                 "removed %d lines from %s to redo them", recovered.dropped_lines, config.output
             )
-        header = {
-            "version": CHECKPOINT_VERSION,
-            "input_path": str(config.input.resolve()),
-            "input": input_print,
-            "options": options,
-        }
+        header = Checkpoint(str(config.input.resolve()), input_print, options)
         result_log = ResultLog(config.output, config.checkpoint, header)
         self.stats.previous_ok = recovered.ok
         self.stats.previous_errors = recovered.errors.copy()
@@ -126,35 +162,31 @@ class Runner:
         for path in (config.output, config.checkpoint):
             if not path.parent.is_dir():
                 raise UsageError(f"cannot write {path}: the folder {path.parent} does not exist")
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit must be EFBIG, not death
         with JobLock(config.lock_path):
-            result_log, recovered, input_lines = self._prepare()
+            # In a thread, so that a stop during a long input scan is heard at once.
+            result_log, recovered, input_lines = await asyncio.to_thread(self._prepare)
             share = input_lines // config.shard.count if config.shard else input_lines
-            progress = Progress(
+            self._progress = Progress(
                 self.stats, total=max(share - recovered.done.count, 0), bar=config.progress
             )
-            pool = SessionPool(
-                config.base_url,
+            self._log = result_log
+            pacer = Pacer(config.rate) if config.rate > 0 else None
+            pool = ClientPool(
+                self.backend(config, pacer).client,
                 sessions=config.sessions,
                 proxies=config.proxies,
-                timeout=config.timeout,
-                limiter=Pacer(config.rate) if config.rate > 0 else None,
                 max_clients=-(-config.concurrency // config.sessions) + 1,
             )
-            self._log, self._progress = result_log, progress
-            committer = asyncio.create_task(self._commit_loop(result_log))
             try:
-                with self._signals():
-                    await self._dispatch(pool, recovered)
+                await self._pipeline(pool, recovered, result_log)
             finally:
-                self._finished = True
-                self._commit_due.set()
-                await committer
-                progress.close()
+                self._progress.close()
                 await pool.close()
                 result_log.close()
         if self._fatal is not None:
             raise self._fatal
+        if self._halted is not None:
+            raise self._halted
         return RunOutcome(self._exit_code(), self.stats, self.stopped_by)
 
     def _exit_code(self) -> int:
@@ -162,64 +194,51 @@ class Runner:
             return 130 if self.stopped_by == "SIGINT" else 143
         return 1 if self.stats.total_errors else 0
 
-    async def _dispatch(self, pool: SessionPool, recovered: RecoveredOutput) -> None:
-        """Run the pump until it ends, or until a signal's drain deadline, or an I/O failure."""
-        pump = asyncio.create_task(self._pump(pool, recovered))
-        stop = asyncio.create_task(self._stop.wait())
-        abort = asyncio.create_task(self._abort.wait())
-        try:
-            await asyncio.wait({pump, stop, abort}, return_when=asyncio.FIRST_COMPLETED)
-            if not pump.done() and not self._abort.is_set():
-                log.warning(
-                    "%s: stopped dispatching; waiting up to %g s for requests in flight",
-                    self.stopped_by,
-                    self.config.drain_timeout,
-                )
-                await asyncio.wait(
-                    {pump, abort},
-                    timeout=self.config.drain_timeout,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-        finally:
-            for task in (pump, stop, abort):
-                task.cancel()
-            outcome, *_ = await asyncio.gather(pump, stop, abort, return_exceptions=True)
-        if isinstance(outcome, BaseExceptionGroup):
-            job_errors, _ = outcome.split(JobError)
-            if job_errors is not None:
-                raise _first_leaf(job_errors) from None
-            raise outcome
-        if isinstance(outcome, Exception):
-            raise outcome
-
-    async def _pump(self, pool: SessionPool, recovered: RecoveredOutput) -> None:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._read(recovered))
-            for _ in range(self.config.concurrency):
-                group.create_task(self._work(pool))
+    async def _pipeline(
+        self, pool: ClientPool, recovered: RecoveredOutput, result_log: ResultLog
+    ) -> None:
+        """Reader and workers under the drain deadline, the committer beside them."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._commit_loop(result_log))
+            try:
+                async with asyncio.timeout(None) as self._deadline:
+                    if self._stopping.is_set():  # stopped while the input was scanned
+                        self._drain_within(0 if self._fatal else self.config.drain_timeout)
+                    async with asyncio.TaskGroup() as workers:
+                        workers.create_task(self._read(recovered))
+                        for _ in range(self.config.concurrency):
+                            workers.create_task(self._work(pool))
+            except TimeoutError:
+                if self._fatal is None:
+                    log.warning("the drain deadline passed: requests in flight are redone later")
+            finally:
+                self._finished = True
+                self._commit_due.set()
 
     async def _read(self, recovered: RecoveredOutput) -> None:
         config = self.config
         for item in read_prompts(
             config.input,
             default_model=config.model,
+            check_model=self.backend.check_model,
             seen=recovered.seen,
             done=recovered.done,
             shard=config.shard,
             max_line_bytes=config.max_line_bytes,
         ):
-            if self._stop.is_set():
+            if self._stopping.is_set():
                 break
             if isinstance(item, InvalidLine):
-                self._record(Result.invalid(item))
+                self._record(item.result())
                 continue
-            if item.ignored_params and not self._warned_params:
+            if item.params and not self.backend.sends_params and not self._warned_params:
                 self._warned_params = True
                 log.warning(
-                    "line %d: body fields %s are not supported by chatgpt.es and are "
-                    "ignored (reported once)",
+                    "line %d: body fields %s are not supported by %s and are ignored "
+                    "(reported once)",
                     item.line,
-                    ", ".join(item.ignored_params),
+                    ", ".join(item.params),
+                    self.backend.name,
                 )
             await self._prompts.put(item)
         # Not in a `finally`: once cancelled, the workers are gone and a put on a full queue
@@ -227,38 +246,46 @@ class Runner:
         for _ in range(config.concurrency):
             await self._prompts.put(_END)
 
-    async def _work(self, pool: SessionPool) -> None:
+    async def _work(self, pool: ClientPool) -> None:
         while (record := await self._prompts.get()) is not _END:
-            if not self._stop.is_set():
-                self._record(await self._answer(pool, record))
-
-    async def _answer(self, pool: SessionPool, record: PromptRecord) -> Result:
-        message = ChatGptEs.format_message(record.messages)
-
-        async def attempt() -> str:
-            session = pool.pick()
+            if self._stopping.is_set():
+                continue  # keep emptying the queue so the reader can finish
             try:
-                answer = await session.ask(message)
+                result = await self._answer(pool, record)
+            except SiteHaltedError as error:
+                self._halt(error)  # this prompt stays unwritten, for the next run
+            except JobError as error:
+                self._fail(error)
+            else:
+                self._record(result)
+
+    async def _answer(self, pool: ClientPool, record: PromptRecord) -> Result:
+        async def attempt() -> Answer:
+            client = pool.pick()
+            try:
+                answer = await client.ask(record.messages, record.model, record.params)
             except ProviderError as error:
-                pool.report(session, error)
+                pool.report(client, error)
                 raise
-            pool.report(session, None)
+            pool.report(client, None)
             return answer
 
         started = time.monotonic()
-        outcome = await send_with_retries(attempt, self.policy, self.breaker, self.rng)
-        error = outcome.error
+        outcome = await send_with_retries(attempt, self.policy, self.breaker, self.halts, self.rng)
+        error, answer = outcome.error, outcome.answer
         return Result(
             record.id,
             record.line,
             record.model,
-            response=outcome.answer,
+            response=None if answer is None else answer.text,
             error=None
             if error is None
             else ErrorInfo(error.kind, error.message, error.http_status, error.retryable),
             attempts=outcome.attempts,
             latency_ms=int((time.monotonic() - started) * 1000),
             metadata=record.metadata,
+            usage=None if answer is None else answer.usage,
+            body=None if answer is None else answer.body,
         )
 
     def _record(self, result: Result) -> None:
@@ -266,7 +293,7 @@ class Runner:
         if self._fatal is not None or self._log is None or self._progress is None:
             return
         try:
-            self._log.append(encode_result(result, self.config.output_format))
+            self._log.append(encode(result, self.config.format))
         except OutputWriteError as exc:
             self._fail(exc)
             return
@@ -295,39 +322,46 @@ class Runner:
         except OutputWriteError as exc:
             self._fail(exc)
 
-    def _fail(self, error: JobError) -> None:
-        log.error("%s", error)
-        self._fatal = error
-        self._abort.set()
-
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-        try:
-            yield
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-
-    def _on_signal(self, sig: int) -> None:
-        name = signal.Signals(sig).name
-        if self.stopped_by is not None:
-            log.error("second %s: exiting now; the output is consistent, run again to resume", name)
-            os._exit(130 if sig == signal.SIGINT else 143)
-        self.stopped_by = name
-        self._stop.set()
-
-
-def _first_leaf(group: BaseExceptionGroup[JobError]) -> JobError:
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    assert isinstance(error, JobError)
-    return error
-
 
 def run(config: RunConfig) -> RunOutcome:
-    """Run a job to its end (or its stop) and return how it ended; raises `JobError`."""
+    """Run a job to its end (or its stop) and return how it ended; raises `JobError`.
+
+    For libraries: no signal handler is installed (see `run_foreground`)."""
     return asyncio.run(Runner(config).run())
+
+
+def run_foreground(config: RunConfig) -> RunOutcome:
+    """Run a job as the `batchgpt run` command does: SIGINT/SIGTERM stop it gracefully (exit 130
+    /143 after the drain), a second one exits at once (the output stays consistent), and a
+    file-size limit is an I/O error (EFBIG) instead of death by SIGXFSZ."""
+
+    async def main() -> RunOutcome:
+        runner = Runner(config)
+        with _stop_on_signals(runner):
+            return await runner.run()
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    return asyncio.run(main())
+
+
+@contextlib.contextmanager
+def _stop_on_signals(runner: Runner) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    received: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if received:
+            log.error(
+                "second %s: exiting now; the output is consistent, run again to resume", sig.name
+            )
+            os._exit(130 if sig == signal.SIGINT else 143)
+        received.append(sig)
+        runner.stop(sig.name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -9,11 +9,10 @@ from typing import Any
 
 import orjson
 
-from batchgpt.checkpoint import lock_holder, read_checkpoint, recover_output
-from batchgpt.config import default_output
+from batchgpt.checkpoint import Checkpoint, lock_holder, recover_output
 from batchgpt.errors import UsageError
 from batchgpt.inputs import Shard, read_prompts
-from batchgpt.jobs import load_job
+from batchgpt.jobs import job_files
 
 
 @dataclass
@@ -59,39 +58,29 @@ class JobStatus:
         return "\n".join(lines)
 
 
-def _output_for(path: Path) -> Path:
-    if path.suffix == ".toml":
-        job = load_job(path)
-        if job.get("output"):
-            return Path(job["output"])
-        shard = Shard.parse(job["shard"]) if job.get("shard") else None
-        return default_output(Path(job["input"]), shard)
-    if Path(f"{path}.ckpt").exists() or path.name.endswith(".results.jsonl"):
-        return path
-    return default_output(path, None)
-
-
 def job_status(path: Path) -> JobStatus:
     """Read-only: nothing is cut or rewritten, even a torn tail."""
-    output = _output_for(path)
-    checkpoint = read_checkpoint(Path(f"{output}.ckpt"))
-    if checkpoint is None and not output.exists():
-        raise UsageError(f"no job found at {path}: neither {output} nor its checkpoint exist")
-    status = JobStatus(output, locked_by=lock_holder(output.with_name(output.name + ".lock")))
-    recovered = recover_output(output, read_only=True)
+    files = job_files(path)
+    checkpoint = Checkpoint.load(files.checkpoint)
+    if checkpoint is None and not files.output.exists():
+        raise UsageError(f"no job found at {path}: neither {files.output} nor its checkpoint exist")
+    status = JobStatus(files.output, locked_by=lock_holder(files.lock))
+    recovered = recover_output(files.output, read_only=True)
     status.ok, status.errors = recovered.ok, dict(recovered.errors)
     if checkpoint is None:
         return status
-    status.updated_at = checkpoint.get("updated_at")
-    options = checkpoint.get("options", {})
+    status.updated_at = checkpoint.updated_at
+    options = checkpoint.options
     status.shard = options.get("shard")
-    input_path = Path(checkpoint.get("input_path", ""))
+    input_path = Path(checkpoint.input_path)
     if input_path.is_file():
+        # Every line still to handle counts, valid or not, so any model name will do here.
         status.remaining = sum(
             1
             for _ in read_prompts(
                 input_path,
-                default_model=options.get("model", "gpt-4o"),
+                default_model=str(options.get("model")),
+                check_model=str,
                 seen=recovered.seen,
                 done=recovered.done,
                 shard=Shard.parse(status.shard) if status.shard else None,

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import orjson
 
+from batchgpt.config import RunConfig
 from batchgpt.errors import UsageError
-from batchgpt.inputs import DEFAULT_MAX_LINE_BYTES, IdIndex, read_prompts
+from batchgpt.inputs import IdIndex, read_prompts
+from batchgpt.providers import backend_class
 from batchgpt.records import InvalidLine
 
 #: Problems kept for --json; every problem is still counted.
@@ -61,22 +63,20 @@ class ValidationReport:
 
 
 def validate_file(
-    path: Path,
-    *,
-    default_model: str = "gpt-4o",
-    max_line_bytes: int | None = None,
-    on_problem: Callable[[InvalidLine], None] | None = None,
+    config: RunConfig, *, on_problem: Callable[[InvalidLine], None] | None = None
 ) -> ValidationReport:
-    """Read `path` as `batchgpt run` would and count what it finds; `on_problem` sees each bad
-    line as it is found."""
+    """Read the input as `batchgpt run` would with `config`, and count what it finds;
+    `on_problem` sees each bad line as it is found."""
+    path = config.input
     if not path.is_file():
         raise UsageError(f"cannot read input {path}: no such file")
     report = ValidationReport(path)
     for item in read_prompts(
         path,
-        default_model=default_model,
+        default_model=config.model,
+        check_model=backend_class(config.provider).check_model,
         seen=IdIndex(),
-        max_line_bytes=max_line_bytes or DEFAULT_MAX_LINE_BYTES,
+        max_line_bytes=config.max_line_bytes,
     ):
         if isinstance(item, InvalidLine):
             report.reasons[reason_category(item.reason)] += 1

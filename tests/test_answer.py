@@ -22,7 +22,7 @@ from batchgpt.errors import (
     SiteChangedError,
     SiteError,
 )
-from batchgpt.providers.answer import (
+from batchgpt.providers.chatgpt_es.answer import (
     CAPTCHA_TEXT,
     SseDecoder,
     check_status,

@@ -12,7 +12,8 @@ import pytest
 from batchgpt.emulator import expected_answer
 from batchgpt.errors import ModelNotSupportedError
 from batchgpt.providers import ChatGptEs
-from batchgpt.providers.chatgpt_es import content_text, format_prompt
+from batchgpt.providers.chatgpt_es.message import format_prompt
+from batchgpt.records import content_text
 
 SEED_SYSTEM_PROMPT = (
     "Your default language is English. Always respond in English unless the user's message is in "

@@ -22,17 +22,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchgpt.checkpoint import (
+    Checkpoint,
     JobLock,
     ResultLog,
-    check_checkpoint,
     file_fingerprint,
     lock_holder,
-    read_checkpoint,
     recover_output,
     replace_atomically,
 )
 from batchgpt.errors import CorruptOutputError, InputChangedError, JobLockedError
-from batchgpt.records import ErrorInfo, Result, encode_result
+from batchgpt.formats import ErrorInfo, Result, encode
 
 
 def result_line(line: int, *, error: str | None = None, retryable: bool = False) -> bytes:
@@ -42,7 +41,7 @@ def result_line(line: int, *, error: str | None = None, retryable: bool = False)
         result = Result(
             f"id{line}", line, "gpt-4o", error=ErrorInfo(error, "failed", 500, retryable)
         )
-    return encode_result(result, "native")
+    return encode(result, "native")
 
 
 LINES = [
@@ -350,25 +349,31 @@ def test_checkpoint_replacement_is_atomic_for_readers(tmp: Path) -> None:
     assert [p.name for p in tmp.iterdir()] == ["job.ckpt"]  # no temp file left behind
 
 
+def offset_of(checkpoint: Path) -> int:
+    saved = Checkpoint.load(checkpoint)
+    assert saved is not None
+    return saved.output_offset
+
+
 def test_a_commit_points_the_checkpoint_at_the_synced_output(tmp: Path) -> None:
     output, checkpoint = tmp / "out.jsonl", tmp / "out.jsonl.ckpt"
-    header = {"version": 1, "input": {"sha256": "x", "size": 1}, "options": {"model": "gpt-4o"}}
+    header = Checkpoint("in.jsonl", {"sha256": "x", "size": 1}, {"model": "gpt-4o"})
     log = ResultLog(output, checkpoint, header)
     try:
         log.append(LINES[0] + LINES[1])
         log.commit({"ok": 1, "errors": {"server_error": 1}})
-        saved = read_checkpoint(checkpoint)
+        saved = Checkpoint.load(checkpoint)
         assert saved is not None
-        assert saved["output_offset"] == ENDS[1] == output.stat().st_size
-        assert saved["counts"] == {"ok": 1, "errors": {"server_error": 1}}
-        assert saved["options"] == {"model": "gpt-4o"}
+        assert saved.output_offset == ENDS[1] == output.stat().st_size
+        assert saved.counts == {"ok": 1, "errors": {"server_error": 1}}
+        assert saved.options == {"model": "gpt-4o"}
         log.append(LINES[2])
-        assert read_checkpoint(checkpoint)["output_offset"] == ENDS[1]  # until the next commit
+        assert offset_of(checkpoint) == ENDS[1]  # until the next commit
         log.commit({"ok": 2, "errors": {"server_error": 1}})
-        assert read_checkpoint(checkpoint)["output_offset"] == ENDS[2]
+        assert offset_of(checkpoint) == ENDS[2]
         log.append(LINES[3])  # appended while a commit for the first three lines runs
         log.commit({"ok": 2, "errors": {"server_error": 1}}, ENDS[2])
-        assert read_checkpoint(checkpoint)["output_offset"] == ENDS[2]
+        assert offset_of(checkpoint) == ENDS[2]
     finally:
         log.close()
     assert sorted(p.name for p in tmp.iterdir()) == ["out.jsonl", "out.jsonl.ckpt"]
@@ -378,7 +383,7 @@ def test_a_garbled_checkpoint_asks_for_restart(tmp: Path) -> None:
     path = tmp / "out.jsonl.ckpt"
     path.write_bytes(b'{"version": 1, "inp')
     with pytest.raises(InputChangedError, match="--restart"):
-        read_checkpoint(path)
+        Checkpoint.load(path)
 
 
 # fingerprint ----------------------------------------------------------------------------------
@@ -389,13 +394,13 @@ def test_a_changed_input_is_refused_saying_what_changed(tmp: Path) -> None:
     prompts.write_bytes(b'{"prompt": "one"}\n')
     before = file_fingerprint(prompts)
     options = {"model": "gpt-4o", "shard": None}
-    saved = {"input": before, "options": options}
-    check_checkpoint(saved, file_fingerprint(prompts), options, prompts)
+    saved = Checkpoint(str(prompts), before, options)
+    saved.check(file_fingerprint(prompts), options, prompts)
 
     prompts.write_bytes(b'{"prompt": "one"}\n{"prompt": "two"}\n')
     after = file_fingerprint(prompts)
     with pytest.raises(InputChangedError) as caught:
-        check_checkpoint(saved, after, options, prompts)
+        saved.check(after, options, prompts)
     message = str(caught.value)
     assert str(prompts) in message
     assert f"size {before['size']} → {after['size']}" in message
@@ -406,16 +411,16 @@ def test_a_changed_input_is_refused_saying_what_changed(tmp: Path) -> None:
     same_size = file_fingerprint(prompts)
     assert same_size["size"] == before["size"]
     with pytest.raises(InputChangedError, match="sha256"):
-        check_checkpoint(saved, same_size, options, prompts)
+        saved.check(same_size, options, prompts)
 
 
 def test_changed_result_options_are_named(tmp: Path) -> None:
     prompts = tmp / "prompts.jsonl"
     prompts.write_bytes(b'{"prompt": "one"}\n')
     fingerprint = file_fingerprint(prompts)
-    saved = {"input": fingerprint, "options": {"model": "gpt-4o", "shard": "1/3"}}
+    saved = Checkpoint(str(prompts), fingerprint, {"model": "gpt-4o", "shard": "1/3"})
     with pytest.raises(InputChangedError) as caught:
-        check_checkpoint(saved, fingerprint, {"model": "gpt-4o", "shard": "1/4"}, prompts)
+        saved.check(fingerprint, {"model": "gpt-4o", "shard": "1/4"}, prompts)
     assert "shard '1/3' → '1/4'" in str(caught.value)
     assert "model" not in str(caught.value)
     assert "--restart" in str(caught.value)

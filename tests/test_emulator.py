@@ -20,8 +20,8 @@ from batchgpt.emulator import (
     max_in_window,
     running_emulator,
 )
-from batchgpt.providers.answer import is_cloudflare_challenge
-from batchgpt.providers.page import find_chat_page
+from batchgpt.providers.chatgpt_es.answer import is_cloudflare_challenge
+from batchgpt.providers.chatgpt_es.page import find_chat_page
 
 EXPECTED_SOURCE = {
     "data-nonce": "data-nonce",
@@ -105,7 +105,7 @@ async def test_plain_client_gets_the_challenge_and_ours_passes(emulator) -> None
     assert emulator.stats.challenges == 1
 
     async with emulator.session(timeout=5) as session:
-        assert await session.ask("Hola") == expected_answer("Hola")
+        assert await session.send("Hola") == expected_answer("Hola")
     assert emulator.stats.challenges == 1
 
 
@@ -201,7 +201,7 @@ async def test_stale_page_nonce_is_never_accepted(emulator) -> None:
             assert response.status_code == 403
     emulator.configure(stale_page_nonce=False)
     async with emulator.session(timeout=5) as session:
-        assert await session.ask("Hola") == expected_answer("Hola")
+        assert await session.send("Hola") == expected_answer("Hola")
 
 
 # answers and faults -------------------------------------------------------------------------------
@@ -305,7 +305,7 @@ def test_faults_follow_the_seed() -> None:
 async def test_stats_count_the_traffic(emulator) -> None:
     emulator.configure(latency=0.2)
     async with emulator.session(timeout=5, max_clients=10) as session:
-        await asyncio.gather(*(session.ask(f"prompt {n}") for n in range(10)))
+        await asyncio.gather(*(session.send(f"prompt {n}") for n in range(10)))
     stats = emulator.stats
     assert (stats.gets, stats.posts, stats.answers) == (1, 10, 10)
     assert stats.status[200] == 11

@@ -35,7 +35,7 @@ from batchgpt.errors import (
     quote_body,
 )
 from batchgpt.providers import ChatGptEsSession
-from batchgpt.providers.answer import parse_answer
+from batchgpt.providers.chatgpt_es.answer import parse_answer
 from batchgpt.redact import redact
 
 RETRYABLE = {
@@ -178,7 +178,7 @@ async def test_each_kind_over_real_http(
     emulator.configure(**settings)
     async with emulator.session(timeout=0.5) as session:
         with pytest.raises(expected) as info:
-            await session.ask(prompt)
+            await session.send(prompt)
     error = info.value
     assert type(error) is expected
     assert error.kind == expected.kind
@@ -190,7 +190,7 @@ async def test_each_kind_over_real_http(
 async def test_site_error_carries_the_sites_message(emulator) -> None:
     async with emulator.session(timeout=5) as session:
         with pytest.raises(SiteError) as info:
-            await session.ask("[site-error] Hola")
+            await session.send("[site-error] Hola")
     assert str(info.value) == "Your message contains prohibited words."
     assert info.value.http_status == 200
 
@@ -198,7 +198,7 @@ async def test_site_error_carries_the_sites_message(emulator) -> None:
 async def test_captcha_carries_the_gate_text(emulator) -> None:
     async with emulator.session(timeout=5) as session:
         with pytest.raises(CaptchaError, match="Kästchen anklicken"):
-            await session.ask("[captcha] Hola")
+            await session.send("[captcha] Hola")
 
 
 async def test_server_error_status(emulator) -> None:
@@ -206,7 +206,7 @@ async def test_server_error_status(emulator) -> None:
     async with emulator.session(timeout=5) as session:
         for _ in range(4):
             with pytest.raises(ServerError) as info:
-                await session.ask("Hola")
+                await session.send("Hola")
             assert info.value.http_status in (500, 502, 503, 520)
 
 
@@ -214,7 +214,7 @@ async def test_down_site_fails_on_the_page(emulator) -> None:
     emulator.configure(down=True)
     async with emulator.session(timeout=5) as session:
         with pytest.raises(ServerError) as info:
-            await session.ask("Hola")
+            await session.send("Hola")
     assert info.value.http_status == 503
     assert emulator.stats.posts == 0
 
@@ -223,7 +223,7 @@ async def test_hang_beyond_the_timeout(emulator) -> None:
     emulator.configure(hang_rate=1.0, hang_seconds=2.0)
     async with emulator.session(timeout=0.5) as session:
         with pytest.raises(RequestTimeoutError, match=r"timed out after 0\.5 s") as info:
-            await session.ask("Hola")
+            await session.send("Hola")
     assert info.value.retryable
     assert info.value.kind == "timeout"
 
@@ -234,9 +234,9 @@ async def test_rate_limited_with_retry_after(
 ) -> None:
     emulator.configure(rate_limit=1, retry_after=retry_after)
     async with emulator.session(timeout=5) as session:
-        await session.ask("first")
+        await session.send("first")
         with pytest.raises(RateLimitedError) as info:
-            await session.ask("second")
+            await session.send("second")
     assert info.value.http_status == 429
     assert info.value.retry_after is not None
     assert low <= info.value.retry_after <= high
@@ -245,17 +245,17 @@ async def test_rate_limited_with_retry_after(
 
 async def test_challenge_on_a_post(emulator) -> None:
     async with emulator.session(timeout=5) as session:
-        await session.ask("first")
+        await session.send("first")
         emulator.configure(challenge_rate=1.0)
         with pytest.raises(CloudflareChallengeError) as info:
-            await session.ask("second")
+            await session.send("second")
     assert info.value.http_status == 403
 
 
 async def test_connection_refused(closed_port: int) -> None:
     async with ChatGptEsSession(f"http://127.0.0.1:{closed_port}", timeout=2) as session:
         with pytest.raises(TransportError) as info:
-            await session.ask("Hola")
+            await session.send("Hola")
     assert info.value.retryable
     assert info.value.kind == "connection"
     assert str(closed_port) in str(info.value)
@@ -282,7 +282,7 @@ async def test_dead_proxy_error_never_shows_its_password(emulator, closed_port: 
     proxy = f"http://user:secret@127.0.0.1:{closed_port}"
     async with ChatGptEsSession(emulator.url, proxy=proxy, timeout=2) as session:
         with pytest.raises(TransportError) as info:
-            await session.ask("Hola")
+            await session.send("Hola")
     error = info.value
     assert "secret" not in str(error)
     assert "secret" not in repr(error)

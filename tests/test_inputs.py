@@ -20,6 +20,7 @@ from support_runner import line_id, mixed_prompts, read_results, run_cli, run_jo
 from batchgpt.emulator import expected_answer
 from batchgpt.errors import INVALID_INPUT
 from batchgpt.inputs import BOM, IdIndex, LineSet, Shard, physical_lines, read_prompts
+from batchgpt.providers.chatgpt_es.backend import ChatGptEsBackend
 from batchgpt.records import InvalidLine, PromptRecord, id_key
 
 
@@ -29,7 +30,15 @@ def write_bytes(path: Path, data: bytes) -> Path:
 
 
 def read_all(path: Path, **options: Any) -> list[PromptRecord | InvalidLine]:
-    return list(read_prompts(path, default_model="gpt-4o", seen=IdIndex(), **options))
+    return list(
+        read_prompts(
+            path,
+            default_model="gpt-4o",
+            check_model=ChatGptEsBackend.check_model,
+            seen=IdIndex(),
+            **options,
+        )
+    )
 
 
 def prompt(text: str, **fields: Any) -> bytes:
@@ -181,7 +190,11 @@ def test_done_lines_are_skipped_without_parsing(tmp: Path) -> None:
     done.add(2)
     items = list(
         read_prompts(
-            write_bytes(tmp / "p.jsonl", data), default_model="gpt-4o", seen=IdIndex(), done=done
+            write_bytes(tmp / "p.jsonl", data),
+            default_model="gpt-4o",
+            check_model=ChatGptEsBackend.check_model,
+            seen=IdIndex(),
+            done=done,
         )
     )
     assert [(type(item), item.line) for item in items] == [(PromptRecord, 1), (PromptRecord, 3)]

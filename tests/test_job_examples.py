@@ -52,10 +52,10 @@ def local(argument: str) -> str:
 
 
 def test_nightly_job_file_is_toml_with_known_keys_only() -> None:
-    from batchgpt.jobs import JOB_KEYS
+    from batchgpt.config import run_options
 
     job = tomllib.loads(NIGHTLY.read_text(encoding="utf-8"))
-    assert set(job) <= set(JOB_KEYS)
+    assert set(job) <= {option.name for option in run_options() if option.in_job}
     assert {"input", "output", "rate", "concurrency", "drain_timeout"} <= set(job)
 
 

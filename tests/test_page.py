@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchgpt.providers.page import PAGE_LIMIT, ChatPage, find_chat_page
+from batchgpt.providers.chatgpt_es.page import PAGE_LIMIT, ChatPage, find_chat_page
 
 NONCE = "8cf9917be2"
 

@@ -29,16 +29,11 @@ from support_runner import (
 
 from batchgpt.emulator import expected_answer
 from batchgpt.errors import INVALID_INPUT
-from batchgpt.records import (
-    ErrorInfo,
-    InvalidLine,
-    PromptRecord,
-    Result,
-    decode_result,
-    encode_result,
-    id_key,
-    parse_line,
-)
+from batchgpt.formats import ErrorInfo, Result, decode_line, encode
+from batchgpt.providers.chatgpt_es.backend import ChatGptEsBackend
+from batchgpt.records import InvalidLine, PromptRecord, id_key, parse_line
+
+CHECK_MODEL = ChatGptEsBackend.check_model
 
 BATCH_URL = "/v1/chat/completions"
 
@@ -54,7 +49,7 @@ def batch_line(custom_id: str, messages: list[dict[str, Any]], **body: Any) -> d
 
 def parse(obj: dict[str, Any] | bytes, line: int = 7) -> PromptRecord | InvalidLine:
     raw = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-    return parse_line(raw, line, "gpt-4o")
+    return parse_line(raw, line, "gpt-4o", CHECK_MODEL)
 
 
 # valid shapes --------------------------------------------------------------------------------
@@ -98,7 +93,7 @@ def test_a_batch_request_keeps_its_custom_id_and_every_extra_field_in_metadata()
     assert (record.id, record.model) == ("r-1", "gpt-4")
     assert record.messages == [{"role": "user", "content": "Hola"}]
     assert record.metadata == {"note": "kept", "body": {"temperature": 0.2, "max_tokens": 50}}
-    assert set(record.ignored_params) == {"temperature", "max_tokens"}
+    assert set(record.params or {}) == {"temperature", "max_tokens"}
 
 
 def test_a_line_without_an_id_takes_its_line_number() -> None:
@@ -204,12 +199,12 @@ BAD_LINES: list[tuple[str, bytes, str]] = [
 def test_every_bad_line_becomes_an_invalid_line_with_a_one_line_reason(
     raw: bytes, reason: str
 ) -> None:
-    item = parse_line(raw, 13, "gpt-4o")
+    item = parse_line(raw, 13, "gpt-4o", CHECK_MODEL)
     assert isinstance(item, InvalidLine)
     assert item.line == 13
     assert reason in item.reason
     assert "\n" not in item.reason and "\r" not in item.reason
-    result = orjson.loads(encode_result(Result.invalid(item), "native"))
+    result = orjson.loads(encode(item.result(), "native"))
     assert result["status"] == "error"
     assert result["line"] == 13
     assert result["error"]["kind"] == INVALID_INPUT
@@ -250,23 +245,23 @@ LINE_OBJECTS = st.dictionaries(
 
 @given(LINE_OBJECTS)
 def test_any_json_object_parses_to_a_record_or_a_one_line_reason(obj: dict[str, Any]) -> None:
-    item = parse_line(json.dumps(obj).encode(), 3, "gpt-4o")
+    item = parse_line(json.dumps(obj).encode(), 3, "gpt-4o", CHECK_MODEL)
     assert item.line == 3
     if isinstance(item, InvalidLine):
         assert item.reason and len(item.reason.splitlines()) == 1
-        result = Result.invalid(item)
+        result = item.result()
     else:
         assert item.model in ("gpt-4", "gpt-4o", "gpt-4o-mini")
         assert item.messages
         assert all(m["role"] in ("system", "user", "assistant") for m in item.messages)
         result = Result(item.id, item.line, item.model, response="ok", metadata=item.metadata)
     for output_format in ("native", "openai"):
-        assert decode_result(encode_result(result, output_format)).line == 3
+        assert decode_line(encode(result, output_format)).line == 3
 
 
 @given(st.binary(max_size=64))
 def test_any_bytes_parse_without_raising(raw: bytes) -> None:
-    item = parse_line(raw, 1, "gpt-4o")
+    item = parse_line(raw, 1, "gpt-4o", CHECK_MODEL)
     assert isinstance(item, PromptRecord | InvalidLine)
 
 
@@ -304,22 +299,22 @@ def _fields(result: Result) -> dict[str, Any]:
 
 @given(RESULTS)
 def test_native_lines_read_back_as_what_was_written(result: Result) -> None:
-    raw = encode_result(result, "native")
+    raw = encode(result, "native")
     assert raw.endswith(b"\n") and raw.count(b"\n") == 1
     obj = orjson.loads(raw)
     assert obj["id"] == result.id and obj["line"] == result.line
     assert obj["status"] == ("ok" if result.ok else "error")
     assert obj["response"] == result.response
     assert obj["finished_at"].endswith("Z")
-    recorded = decode_result(raw)
+    recorded = decode_line(raw)
     assert (recorded.line, recorded.id, recorded.ok) == (result.line, result.id, result.ok)
     assert recorded.kind == (None if result.error is None else result.error.kind)
 
 
 @given(RESULTS)
 def test_openai_lines_read_back_as_what_was_written(result: Result) -> None:
-    raw = encode_result(result, "openai")
-    recorded = decode_result(raw)
+    raw = encode(result, "openai")
+    recorded = decode_line(raw)
     expected_id = None if result.id is None else str(result.id)
     assert (recorded.line, recorded.id, recorded.ok) == (result.line, expected_id, result.ok)
     assert recorded.kind == (None if result.error is None else result.error.kind)

@@ -27,7 +27,7 @@ from batchgpt.errors import (
     SiteUnreachableError,
     TransportError,
 )
-from batchgpt.retry import CircuitBreaker, RetryPolicy, send_with_retries
+from batchgpt.retry import CircuitBreaker, HaltRule, RetryPolicy, send_with_retries
 
 SERVER_ERROR = ServerError("server error: HTTP 503", http_status=503)
 UNREACHABLE = [
@@ -274,9 +274,11 @@ async def test_a_transient_fault_is_retried_until_the_site_answers(emulator) -> 
             calls += 1
             if calls == 3:
                 emulator.configure(error_rate=0.0)
-            return await session.ask("back again")
+            return await session.send("back again")
 
-        outcome = await send_with_retries(send, FAST, patient_breaker(), random.Random(1))
+        outcome = await send_with_retries(
+            send, FAST, patient_breaker(), HaltRule(), random.Random(1)
+        )
     assert outcome.answer == expected_answer("back again")
     assert (outcome.error, outcome.attempts) == (None, 3)
     assert emulator.stats.posts == 3
@@ -287,7 +289,7 @@ async def test_retries_run_out_with_the_last_error(emulator) -> None:
     emulator.configure(error_rate=1.0)
     async with emulator.session(timeout=5) as session:
         outcome = await send_with_retries(
-            lambda: session.ask("never"), FAST, patient_breaker(), random.Random(1)
+            lambda: session.send("never"), FAST, patient_breaker(), HaltRule(), random.Random(1)
         )
     assert outcome.answer is None
     assert isinstance(outcome.error, ServerError)
@@ -303,7 +305,7 @@ async def test_retries_run_out_with_the_last_error(emulator) -> None:
 async def test_final_errors_are_not_retried(emulator, message: str, error_type: type) -> None:
     async with emulator.session(timeout=5) as session:
         outcome = await send_with_retries(
-            lambda: session.ask(message), FAST, patient_breaker(), random.Random(1)
+            lambda: session.send(message), FAST, patient_breaker(), HaltRule(), random.Random(1)
         )
     assert isinstance(outcome.error, error_type)
     assert not outcome.error.retryable
@@ -313,10 +315,10 @@ async def test_final_errors_are_not_retried(emulator, message: str, error_type: 
 
 async def test_an_expired_nonce_is_scraped_again_without_spending_an_attempt(emulator) -> None:
     async with emulator.session(timeout=5) as session:
-        await session.ask("first")
+        await session.send("first")
         emulator.emu.rotate_nonces()
         outcome = await send_with_retries(
-            lambda: session.ask("second"), FAST, patient_breaker(), random.Random(1)
+            lambda: session.send("second"), FAST, patient_breaker(), HaltRule(), random.Random(1)
         )
     assert outcome.answer == expected_answer("second")
     assert outcome.attempts == 1
@@ -327,7 +329,7 @@ async def test_a_nonce_that_stays_stale_is_a_retryable_error_that_counts(emulato
     emulator.configure(stale_page_nonce=True)
     async with emulator.session(timeout=5) as session:
         outcome = await send_with_retries(
-            lambda: session.ask("stale"), FAST, patient_breaker(), random.Random(1)
+            lambda: session.send("stale"), FAST, patient_breaker(), HaltRule(), random.Random(1)
         )
     assert isinstance(outcome.error, NonceError)
     assert outcome.attempts == FAST.retries + 1
@@ -338,9 +340,9 @@ async def test_a_nonce_that_stays_stale_is_a_retryable_error_that_counts(emulato
 async def test_retry_after_is_waited_for(emulator, retry_after: str) -> None:
     emulator.configure(rate_limit=1, retry_after=retry_after)
     async with emulator.session(timeout=5) as session:
-        await session.ask("first")
+        await session.send("first")
         outcome = await send_with_retries(
-            lambda: session.ask("second"), FAST, patient_breaker(), random.Random(1)
+            lambda: session.send("second"), FAST, patient_breaker(), HaltRule(), random.Random(1)
         )
     assert outcome.answer == expected_answer("second")
     assert outcome.attempts == 2
@@ -354,9 +356,10 @@ async def test_retry_after_is_waited_for(emulator, retry_after: str) -> None:
 async def test_a_hung_request_times_out_and_is_retried(emulator) -> None:
     async with emulator.session(timeout=0.3) as session:
         outcome = await send_with_retries(
-            lambda: session.ask("slow"),
+            lambda: session.send("slow"),
             RetryPolicy(retries=1, base_delay=0.01, max_delay=0.01),
             patient_breaker(),
+            HaltRule(),
             random.Random(1),
         )
     assert isinstance(outcome.error, RequestTimeoutError)
@@ -369,7 +372,9 @@ async def test_a_site_that_stays_down_stops_the_prompt_instead_of_failing_it(emu
     policy = RetryPolicy(retries=1000, base_delay=0.01, max_delay=0.02)
     async with emulator.session(timeout=5) as session:
         with pytest.raises(SiteUnreachableError):
-            await send_with_retries(lambda: session.ask("down"), policy, breaker, random.Random(1))
+            await send_with_retries(
+                lambda: session.send("down"), policy, breaker, HaltRule(), random.Random(1)
+            )
     assert breaker.opened == 1
     # Two failures open it; then probes 0.2, 0.4 and 0.8 s apart: never a retry storm.
     assert emulator.stats.gets <= 6

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import orjson
 
-from batchgpt.checkpoint import CHECKPOINT_VERSION, file_fingerprint
-from batchgpt.jobs import build_config
+from batchgpt.checkpoint import Checkpoint, file_fingerprint
+from batchgpt.config import RunConfig
+from batchgpt.formats import Result, encode
 from batchgpt.providers.chatgpt_es import ChatGptEs
-from batchgpt.providers.page import find_chat_page
-from batchgpt.providers.session import IMPERSONATE, browser_headers, chat_form
-from batchgpt.records import Result, encode_result
+from batchgpt.providers.chatgpt_es.page import find_chat_page
+from batchgpt.providers.chatgpt_es.session import IMPERSONATE, browser_headers, chat_form
 from tests.benchmarks.harness import (
     control,
     emulator_process,
@@ -193,7 +193,7 @@ def _half_done(work: Path, lines: int, done: int) -> tuple[Path, Path]:
     with output.open("wb") as stream:
         for index in range(done):
             stream.write(
-                encode_result(
+                encode(
                     Result(
                         f"p{index}",
                         index + 1,
@@ -205,16 +205,15 @@ def _half_done(work: Path, lines: int, done: int) -> tuple[Path, Path]:
                     "native",
                 )
             )
-    config = build_config({"input": str(input_path), "output": str(output)})
-    header = {
-        "version": CHECKPOINT_VERSION,
-        "input_path": str(input_path),
-        "input": file_fingerprint(input_path),
-        "options": config.result_options(),
-        "output_offset": output.stat().st_size,
-        "counts": {"ok": done, "errors": {}},
-    }
-    Path(f"{output}.ckpt").write_bytes(orjson.dumps(header))
+    config = RunConfig.build({"input": str(input_path), "output": str(output)})
+    header = Checkpoint(
+        str(input_path),
+        file_fingerprint(input_path),
+        config.result_options(),
+        output_offset=output.stat().st_size,
+        counts={"ok": done, "errors": {}},
+    )
+    Path(f"{output}.ckpt").write_bytes(header.dump())
     return input_path, output
 
 

@@ -12,7 +12,7 @@ import asyncio
 import json
 import random
 import string
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from batchgpt.errors import (
@@ -23,14 +23,16 @@ from batchgpt.errors import (
     TransportError,
     quote_body,
 )
-from batchgpt.providers.answer import (
+from batchgpt.providers.base import Answer, Messages
+from batchgpt.providers.chatgpt_es.answer import (
     SseDecoder,
     check_status,
     is_cloudflare_challenge,
     is_event_stream,
     parse_answer,
 )
-from batchgpt.providers.page import ChatPage, find_chat_page
+from batchgpt.providers.chatgpt_es.message import SYSTEM_PROMPT, format_message
+from batchgpt.providers.chatgpt_es.page import ChatPage, find_chat_page
 
 if TYPE_CHECKING:
     from curl_cffi.requests import AsyncSession, Response
@@ -96,6 +98,7 @@ class ChatGptEsSession:
         timeout: float = 120.0,
         limiter: Pacer | None = None,
         max_clients: int = 10,
+        system_prompt: str = SYSTEM_PROMPT,
     ) -> None:
         self.url = url.rstrip("/") or url
         self.api_endpoint = api_endpoint or self.url + AJAX_PATH
@@ -103,6 +106,7 @@ class ChatGptEsSession:
         self.timeout = timeout
         self.limiter = limiter
         self.max_clients = max_clients
+        self.system_prompt = system_prompt
         self.scrapes = 0
         self.posts = 0
         self._jar: _CookieJar | None = None
@@ -123,8 +127,14 @@ class ChatGptEsSession:
             if jar.in_flight == 0:
                 await jar.http.close()
 
-    async def ask(self, message: str) -> str:
-        """Send one message and return the whole answer."""
+    async def ask(
+        self, messages: Messages, model: str, params: Mapping[str, Any] | None = None
+    ) -> Answer:
+        """The answer to `messages` (the model is the site's own; it is never sent)."""
+        return Answer(await self.send(format_message(messages, self.system_prompt)))
+
+    async def send(self, message: str) -> str:
+        """Send one message as it is and return the whole answer."""
         return await self._with_valid_nonce(lambda page: self._post(page, message))
 
     async def stream(self, message: str) -> AsyncIterator[str]:

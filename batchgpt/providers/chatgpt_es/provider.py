@@ -5,23 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
-from batchgpt.providers.base import AsyncGeneratorProvider, Messages, ProviderModelMixin
-from batchgpt.providers.session import AJAX_PATH, ChatGptEsSession
-
-
-def content_text(content: str | list[dict[str, Any]]) -> str:
-    """A message's content as text: a string, or the text parts of a list joined."""
-    if isinstance(content, str):
-        return content
-    return "".join(part["text"] for part in content if part.get("type") == "text")
-
-
-def format_prompt(messages: Messages) -> str:
-    """gpt4free's `format_prompt`: one message as is, several as `Role: content` lines."""
-    if len(messages) == 1:
-        return content_text(messages[0]["content"])
-    lines = [f"{m['role'].capitalize()}: {content_text(m['content'])}" for m in messages]
-    return "\n".join([*lines, "Assistant:"])
+from batchgpt.providers.base import Messages
+from batchgpt.providers.chatgpt_es.message import SYSTEM_PROMPT, format_message
+from batchgpt.providers.chatgpt_es.session import AJAX_PATH, ChatGptEsSession
+from batchgpt.providers.gpt4free import AsyncGeneratorProvider, ProviderModelMixin
 
 
 class ChatGptEs(AsyncGeneratorProvider, ProviderModelMixin):
@@ -36,17 +23,12 @@ class ChatGptEs(AsyncGeneratorProvider, ProviderModelMixin):
     default_model = "gpt-4o"
     models: ClassVar[list[str]] = ["gpt-4", "gpt-4o", "gpt-4o-mini"]
 
-    SYSTEM_PROMPT: ClassVar[str] = (
-        "Your default language is English. Always respond in English unless the user's message "
-        "is in a different language. If the user's message is not in English, respond in the "
-        "language of the user's message. Maintain this language behavior throughout the "
-        "conversation unless explicitly instructed otherwise. User input:"
-    )
+    SYSTEM_PROMPT: ClassVar[str] = SYSTEM_PROMPT
 
     @classmethod
     def format_message(cls, messages: Messages) -> str:
-        """The `message` form field: the system prompt, a space, then the formatted messages."""
-        return f"{cls.SYSTEM_PROMPT} {format_prompt(messages)}"
+        """The message sent for `messages`: the system prompt, a space, the formatted messages."""
+        return format_message(messages, cls.SYSTEM_PROMPT)
 
     @classmethod
     async def create_async_generator(  # type: ignore[override]
@@ -68,4 +50,4 @@ class ChatGptEs(AsyncGeneratorProvider, ProviderModelMixin):
                 async for piece in session.stream(message):
                     yield piece
             else:
-                yield await session.ask(message)
+                yield await session.send(message)
