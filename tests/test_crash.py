@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support_jobs import (
+from support import (
     CLI,
     assert_exactly_once,
     batchgpt,

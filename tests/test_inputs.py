@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support_runner import line_id, mixed_prompts, read_results, run_cli, run_job, sent_message
+from support import line_id, mixed_prompts, read_results, run_cli, run_job, sent_message
 
 from batchgpt.emulator import expected_answer
 from batchgpt.errors import INVALID_INPUT

@@ -13,7 +13,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from support_jobs import (
+from support import (
     CLI,
     answer_of,
     assert_exactly_once,

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion
-from support_runner import (
+from support import (
     line_id,
     mixed_prompts,
     read_results,

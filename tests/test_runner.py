@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support_runner import (
+from support import (
     RequestSampler,
     line_id,
     mixed_prompts,
