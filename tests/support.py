@@ -242,7 +242,7 @@ class RequestSampler:
     def _run(self) -> None:
         while not self._done.is_set():
             stats = self._stats_of()
-            self.samples.append((time.monotonic(), stats.gets + stats.posts))
+            self.samples.append((time.monotonic(), stats.requests))
             self._done.wait(self._interval)
 
     def __enter__(self) -> RequestSampler:

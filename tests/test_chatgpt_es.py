@@ -15,6 +15,9 @@ from batchgpt.providers import ChatGptEs
 from batchgpt.providers.chatgpt_es.message import format_prompt
 from batchgpt.records import content_text
 
+# The legacy chat, answering in JSON (streaming off), as these tests were written for it.
+pytestmark = pytest.mark.emulator_config(chat="legacy", stream=False)
+
 SEED_SYSTEM_PROMPT = (
     "Your default language is English. Always respond in English unless the user's message is in "
     "a different language. If the user's message is not in English, respond in the language of "
@@ -176,9 +179,10 @@ async def test_form_fields_match_the_protocol(emulator) -> None:
     assert first["bot_id"] == "0"
     assert first["chatbot_identity"] == "shortcode"
     assert re.fullmatch(r"[A-Za-z0-9]{10}", first["wpaicg_chat_client_id"])
-    assert first["wpaicg_chat_client_id"] != second["wpaicg_chat_client_id"]
+    # The plugin counts a guest's tokens by this id: rotating it would evade the limit (§C5).
+    assert first["wpaicg_chat_client_id"] == second["wpaicg_chat_client_id"]
     history = json.loads(first["wpaicg_chat_history"])
-    assert history == [f"Human: {message}"]
+    assert history == [], "the browser sends earlier turns only; a copy doubles the prompt"
     assert 1 <= int(first["chat_id"]) <= 100000
     assert first["wpaicg_user_agree"] == "1"
     assert "model" not in first
@@ -216,7 +220,7 @@ async def test_each_call_uses_its_own_session(emulator) -> None:
     for n in range(3):
         await emulator.provider.create_async("gpt-4o", [{"role": "user", "content": str(n)}])
     assert emulator.stats.gets == 3
-    assert len({form["_wpnonce"] for form in emulator.stats.forms}) == 3
+    assert len(emulator.stats.forms) == 3
 
 
 # concurrency --------------------------------------------------------------------------------------

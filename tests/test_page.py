@@ -1,4 +1,4 @@
-"""`find_chat_page`: every known nonce markup, in order of trust, robust to any HTML around it."""
+"""`find_legacy_chat`: every known nonce markup, in order of trust, robust to any HTML around it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchgpt.providers.chatgpt_es.page import PAGE_LIMIT, ChatPage, find_chat_page
+from batchgpt.providers.chatgpt_es.page import PAGE_LIMIT, LegacyChat, find_legacy_chat
 
 NONCE = "8cf9917be2"
 
@@ -32,8 +32,8 @@ def page(body: str) -> str:
 
 
 def test_widget_attributes() -> None:
-    found = find_chat_page(page(widget()))
-    assert found == ChatPage(
+    found = find_legacy_chat(page(widget()))
+    assert found == LegacyChat(
         nonce=NONCE, post_id="106", url="https://chatgpt.es", source="data-nonce"
     )
 
@@ -43,20 +43,22 @@ def test_widget_attributes_in_any_order_and_quotes() -> None:
         "<div data-bot-id='0' data-url='https://chatgpt.es/chat' data-nonce='abc123' "
         "data-post-id='7' class='wpaicg-chat-widget'>"
     )
-    assert find_chat_page(page(markup)) == ChatPage(
+    assert find_legacy_chat(page(markup)) == LegacyChat(
         "abc123", "7", "https://chatgpt.es/chat", "data-nonce"
     )
 
 
 def test_widget_url_is_html_unescaped() -> None:
-    found = find_chat_page(page(widget(url="https://chatgpt.es/?a=1&amp;b=2")))
+    found = find_legacy_chat(page(widget(url="https://chatgpt.es/?a=1&amp;b=2")))
     assert found is not None
     assert found.url == "https://chatgpt.es/?a=1&b=2"
 
 
 def test_widget_without_post_id_or_url() -> None:
-    found = find_chat_page(page(f'<div class="wpaicg-chat-shortcode" data-nonce="{NONCE}"></div>'))
-    assert found == ChatPage(NONCE, "", None, "data-nonce")
+    found = find_legacy_chat(
+        page(f'<div class="wpaicg-chat-shortcode" data-nonce="{NONCE}"></div>')
+    )
+    assert found == LegacyChat(NONCE, "", None, "data-nonce")
 
 
 def test_widget_with_empty_attributes() -> None:
@@ -64,11 +66,11 @@ def test_widget_with_empty_attributes() -> None:
         f'<div class="wpaicg-chat-shortcode" data-user-bg-color="" data-nonce="{NONCE}" '
         "data-post-id='' data-url=\"\"></div>"
     )
-    assert find_chat_page(page(markup)) == ChatPage(NONCE, "", None, "data-nonce")
+    assert find_legacy_chat(page(markup)) == LegacyChat(NONCE, "", None, "data-nonce")
 
 
 def test_widget_post_id_that_is_not_a_number_is_dropped() -> None:
-    found = find_chat_page(page(widget(post_id="abc")))
+    found = find_legacy_chat(page(widget(post_id="abc")))
     assert found is not None
     assert found.post_id == ""
 
@@ -79,7 +81,7 @@ def test_wpaicg_params_script() -> None:
         '{"ajax_url":"https:\\/\\/chatgpt.es\\/wp-admin\\/admin-ajax.php",'
         f'"search_nonce":"{NONCE}","logged_in":"0"}};</script>'
     )
-    assert find_chat_page(page(script)) == ChatPage(NONCE, "", None, "wpaicgParams")
+    assert find_legacy_chat(page(script)) == LegacyChat(NONCE, "", None, "wpaicgParams")
 
 
 def test_wpaicg_params_after_an_empty_one() -> None:
@@ -87,7 +89,7 @@ def test_wpaicg_params_after_an_empty_one() -> None:
         "<script>var wpaicgParams = {}; window.wpaicgParams = "
         f'{{"ajax_url":"/wp-admin/admin-ajax.php","search_nonce":"{NONCE}"}};</script>'
     )
-    assert find_chat_page(page(script)) == ChatPage(NONCE, "", None, "wpaicgParams")
+    assert find_legacy_chat(page(script)) == LegacyChat(NONCE, "", None, "wpaicgParams")
 
 
 @pytest.mark.parametrize("quote", ['"', "'"])
@@ -97,7 +99,7 @@ def test_hidden_inputs(quote: str) -> None:
         f"<form><input type={q}hidden{q} name={q}_wpnonce{q} value={q}{NONCE}{q}>"
         f"<input type={q}hidden{q} name={q}post_id{q} value={q}106{q}></form>"
     )
-    assert find_chat_page(page(form)) == ChatPage(NONCE, "106", None, "fallback")
+    assert find_legacy_chat(page(form)) == LegacyChat(NONCE, "106", None, "fallback")
 
 
 @pytest.mark.parametrize(
@@ -110,12 +112,12 @@ def test_hidden_inputs(quote: str) -> None:
     ],
 )
 def test_inline_json_and_script_vars(script: str) -> None:
-    assert find_chat_page(page(script)) == ChatPage(NONCE, "106", None, "fallback")
+    assert find_legacy_chat(page(script)) == LegacyChat(NONCE, "106", None, "fallback")
 
 
 def test_post_id_fallback_also_serves_wpaicg_params() -> None:
     markup = f'<script>var wpaicgParams = {{"search_nonce":"{NONCE}"}}; var post_id = 42;</script>'
-    assert find_chat_page(page(markup)) == ChatPage(NONCE, "42", None, "wpaicgParams")
+    assert find_legacy_chat(page(markup)) == LegacyChat(NONCE, "42", None, "wpaicgParams")
 
 
 # trust order and specificity ----------------------------------------------------------------------
@@ -127,7 +129,7 @@ def test_widget_wins_over_every_other_markup() -> None:
         '<input type="hidden" name="_wpnonce" value="inputnonce">'
         "<script>var wpaicg_nonce = 'varnonce';</script>"
     )
-    found = find_chat_page(page(others + widget()))
+    found = find_legacy_chat(page(others + widget()))
     assert found is not None
     assert (found.nonce, found.source) == (NONCE, "data-nonce")
 
@@ -137,14 +139,14 @@ def test_wpaicg_params_wins_over_provider_only_markups() -> None:
         '<input type="hidden" name="_wpnonce" value="inputnonce">'
         '<script>var wpaicgParams = {"search_nonce":"paramsnonce"};</script>'
     )
-    found = find_chat_page(page(markup))
+    found = find_legacy_chat(page(markup))
     assert found is not None
     assert (found.nonce, found.source) == ("paramsnonce", "wpaicgParams")
 
 
 def test_widget_with_a_bad_nonce_falls_back_to_the_next_markup() -> None:
     markup = widget(nonce="not a nonce!") + "<script>var wpaicg_nonce = 'varnonce';</script>"
-    found = find_chat_page(page(markup))
+    found = find_legacy_chat(page(markup))
     assert found is not None
     assert (found.nonce, found.source) == ("varnonce", "fallback")
 
@@ -161,27 +163,27 @@ def test_widget_with_a_bad_nonce_falls_back_to_the_next_markup() -> None:
     ],
 )
 def test_pages_without_a_chat_nonce(markup: str) -> None:
-    assert find_chat_page(page(markup)) is None
+    assert find_legacy_chat(page(markup)) is None
 
 
 def test_empty_page() -> None:
-    assert find_chat_page(b"") is None
-    assert find_chat_page("") is None
+    assert find_legacy_chat(b"") is None
+    assert find_legacy_chat("") is None
 
 
 def test_bytes_and_text_give_the_same_result() -> None:
     text = page(widget(url="https://chatgpt.es/ñ"))
-    assert find_chat_page(text.encode()) == find_chat_page(text)
+    assert find_legacy_chat(text.encode()) == find_legacy_chat(text)
 
 
 def test_invalid_utf8_is_tolerated() -> None:
-    assert find_chat_page(b"\xff\xfe" + widget().encode() + b"\xc3") is not None
+    assert find_legacy_chat(b"\xff\xfe" + widget().encode() + b"\xc3") is not None
 
 
 def test_only_the_first_page_limit_bytes_are_read() -> None:
     padding = "x" * PAGE_LIMIT
-    assert find_chat_page(page(widget())[:200] + padding + widget()) is None
-    assert find_chat_page((padding + widget()).encode()) is None
+    assert find_legacy_chat(page(widget())[:200] + padding + widget()) is None
+    assert find_legacy_chat((padding + widget()).encode()) is None
 
 
 # open-ended input ---------------------------------------------------------------------------------
@@ -219,16 +221,16 @@ html_noise = st.lists(
 @given(before=html_noise, after=html_noise, nonce=tokens, post_id=post_ids)
 def test_widget_is_found_in_any_html(before: str, after: str, nonce: str, post_id: str) -> None:
     markup = before + widget(nonce=nonce, post_id=post_id) + after
-    expected = ChatPage(nonce, post_id, "https://chatgpt.es", "data-nonce")
-    assert find_chat_page(markup) == expected
-    assert find_chat_page(markup.encode()) == expected
+    expected = LegacyChat(nonce, post_id, "https://chatgpt.es", "data-nonce")
+    assert find_legacy_chat(markup) == expected
+    assert find_legacy_chat(markup.encode()) == expected
 
 
 @settings(max_examples=200, deadline=None)
 @given(before=html_noise, after=html_noise, nonce=tokens)
 def test_wpaicg_params_is_found_in_any_html(before: str, after: str, nonce: str) -> None:
     script = f'<script>var wpaicgParams = {{"ajax_url":"/x","search_nonce":"{nonce}"}};</script>'
-    found = find_chat_page(before + script + after)
+    found = find_legacy_chat(before + script + after)
     assert found is not None
     assert (found.nonce, found.source) == (nonce, "wpaicgParams")
 
@@ -236,7 +238,7 @@ def test_wpaicg_params_is_found_in_any_html(before: str, after: str, nonce: str)
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.binary(max_size=2000), st.text(max_size=2000)))
 def test_any_input_gives_a_valid_page_or_none(data: bytes | str) -> None:
-    found = find_chat_page(data)
+    found = find_legacy_chat(data)
     if found is not None:
         assert 1 <= len(found.nonce) <= 64
         assert found.post_id == "" or found.post_id.isdigit()
@@ -263,11 +265,11 @@ HOSTILE = [
 @pytest.mark.parametrize("hostile", HOSTILE, ids=[h[:24] for h in HOSTILE])
 def test_hostile_html_returns(hostile: str) -> None:
     for data in (hostile, hostile.encode()):
-        found = find_chat_page(data)
+        found = find_legacy_chat(data)
         assert found is None or 1 <= len(found.nonce) <= 64
 
 
 def test_widget_after_a_megabyte_of_junk_is_still_found() -> None:
-    found = find_chat_page("<div " * 200_000 + widget())
+    found = find_legacy_chat("<div " * 200_000 + widget())
     assert found is not None
     assert found.nonce == NONCE
