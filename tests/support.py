@@ -329,9 +329,11 @@ _HOP_BY_HOP = frozenset(
 
 
 class ForwardProxy:
-    """A plain-HTTP forward proxy: absolute-form requests are sent on; `requests` counts them."""
+    """A plain-HTTP forward proxy: absolute-form requests are sent on; `requests` counts them.
+    With `via`, it names itself in a `Via` header, as real proxies do (the emulator can ban it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, via: str | None = None) -> None:
+        self.via = via
         self.requests = 0
         self._client: aiohttp.ClientSession | None = None
 
@@ -343,6 +345,8 @@ class ForwardProxy:
             )
         target = str(request.url)  # absolute-form: the whole target URL is in the request line
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
+        if self.via:
+            headers.append(("Via", self.via))
         body = await request.read()
         async with self._client.request(
             request.method,
@@ -365,9 +369,9 @@ class ForwardProxy:
 
 
 @contextmanager
-def running_proxy() -> Iterator[tuple[ForwardProxy, str]]:
+def running_proxy(via: str | None = None) -> Iterator[tuple[ForwardProxy, str]]:
     """Serve a `ForwardProxy` on a free loopback port from a thread; yield it and its URL."""
-    proxy = ForwardProxy()
+    proxy = ForwardProxy(via)
     loop = asyncio.new_event_loop()
     started: dict[str, Any] = {}
     ready = threading.Event()

@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchgpt.providers.chatgpt_es.page import PAGE_LIMIT, LegacyChat, find_legacy_chat
+from batchgpt.providers.chatgpt_es.page import (
+    PAGE_LIMIT,
+    AipkitBot,
+    AipkitChat,
+    LegacyChat,
+    find_aipkit_chat,
+    find_legacy_chat,
+    read_chat_page,
+)
 
 NONCE = "8cf9917be2"
 
@@ -273,3 +281,142 @@ def test_widget_after_a_megabyte_of_junk_is_still_found() -> None:
     found = find_legacy_chat("<div " * 200_000 + widget())
     assert found is not None
     assert found.nonce == NONCE
+
+
+# AIPKit (plugin ≥ 2.3) ----------------------------------------------------------------------------
+
+
+def aipkit_config(bot_id: int = 4, nonce: str = NONCE, **extra: object) -> str:
+    """A `data-config` as the plugin prints it: wp_json_encode (escaped slashes) in esc_attr."""
+    import html
+    import json
+
+    data = {
+        "botId": bot_id,
+        "ajaxUrl": "https://chatgpt.es/wp-admin/admin-ajax.php",
+        "nonce": nonce,
+        "postId": 5,
+        "provider": "OpenAI",
+        "requireConsentCompliance": False,
+        "text": {"initialGreeting": "Hello <there> & 'you'"},
+        **extra,
+    }
+    return html.escape(json.dumps(data).replace("/", "\\/"))
+
+
+def inline_bot(bot_id: int = 4, nonce: str = NONCE) -> str:
+    return (
+        f'<div class="aipkit_chat_container aipkit-theme-dark" id="aipkit_chat_container_{bot_id}"'
+        f" data-bot-id=\"{bot_id}\" data-config='{aipkit_config(bot_id, nonce)}'></div>"
+    )
+
+
+def popup_bot(bot_id: int = 4) -> str:
+    return (
+        f'<div class="aipkit_popup_wrapper aipkit-popup-standard" id="aipkit_popup_wrapper_'
+        f"{bot_id}\" data-config='{aipkit_config(bot_id)}'>"
+        f'<div class="aipkit_chat_container" id="aipkit_chat_container_{bot_id}" aria-hidden="true"'
+        " inert></div></div>"
+    )
+
+
+REFRESH = '<script>window.aipkit_getChatNonceAction = "aipkit_get_frontend_chat_nonce";</script>'
+
+
+def test_an_inline_bot() -> None:
+    found = read_chat_page(page(inline_bot()))
+    assert found.generation == "aipkit"
+    assert found.legacy is None
+    assert found.aipkit == AipkitChat(
+        (
+            AipkitBot(
+                bot_id=4,
+                nonce=NONCE,
+                ajax_url="https://chatgpt.es/wp-admin/admin-ajax.php",
+                post_id=5,
+                mode="inline",
+                provider="OpenAI",
+            ),
+        ),
+        None,
+    )
+
+
+def test_a_popup_bot_is_read_from_its_wrapper_not_its_inner_container() -> None:
+    found = find_aipkit_chat(page(popup_bot() + REFRESH))
+    assert found is not None
+    (bot,) = found.bots
+    assert (bot.bot_id, bot.mode, bot.nonce) == (4, "popup", NONCE)
+    assert found.nonce_action == "aipkit_get_frontend_chat_nonce"
+
+
+def test_several_bots_in_page_order_each_once() -> None:
+    found = find_aipkit_chat(page(inline_bot(7) + popup_bot(4) + inline_bot(7)))
+    assert found is not None
+    assert [bot.bot_id for bot in found.bots] == [7, 4]
+    assert found.bot(None) is found.bots[0]
+    assert found.bot(4) is found.bots[1]
+    assert found.bot(9) is None
+
+
+def test_a_double_quoted_config_and_flags() -> None:
+    config = aipkit_config(requireConsentCompliance=True, enableOpenAIConversationState=True)
+    markup = f'<div class="aipkit_chat_container" data-config="{config}"></div>'
+    found = find_aipkit_chat(page(markup))
+    assert found is not None
+    assert found.bots[0].require_consent and found.bots[0].conversation_state
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "not json",
+        "[1, 2]",
+        '{"botId": "x", "nonce": "8cf9917be2"}',
+        '{"botId": 4, "nonce": 12}',
+        '{"botId": 4, "nonce": "bad nonce!"}',
+        '{"botId": 0, "nonce": "8cf9917be2"}',
+        '{"nonce": "8cf9917be2"}',
+    ],
+)
+def test_a_broken_config_is_no_bot(config: str) -> None:
+    import html
+
+    markup = f"<div class=\"aipkit_chat_container\" data-config='{html.escape(config)}'></div>"
+    assert find_aipkit_chat(page(markup)) is None
+    assert read_chat_page(page(markup)).generation is None
+
+
+def test_a_bot_id_and_post_id_as_text_are_numbers() -> None:
+    import html
+
+    config = html.escape('{"botId": "12", "postId": "7", "nonce": "8cf9917be2"}')
+    found = find_aipkit_chat(page(f"<div class='aipkit_chat_container' data-config='{config}'>"))
+    assert found is not None
+    assert (found.bots[0].bot_id, found.bots[0].post_id, found.bots[0].ajax_url) == (12, 7, None)
+
+
+def test_a_page_with_the_legacy_widget_is_legacy() -> None:
+    found = read_chat_page(page(widget()))
+    assert found.generation == "legacy"
+    assert found.aipkit is None
+
+
+def test_the_aipkit_bot_is_found_after_a_megabyte_of_junk() -> None:
+    junk = "<p>" + "x" * 1_000_000 + "</p>"
+    assert find_aipkit_chat(page(junk + popup_bot())) is not None
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from(
+        [
+            "<div class=aipkit_chat_container " * 20_000,
+            "<div " + "aipkit_popup_wrapper " * 50_000,
+            ("<div class='aipkit_chat_container' data-config='" + "x" * 1000) * 1000,
+            "<div data-config='" + "&quot;" * 200_000,
+        ]
+    )
+)
+def test_hostile_aipkit_markup_returns(hostile: str) -> None:
+    read_chat_page(hostile)

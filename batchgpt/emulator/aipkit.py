@@ -1,7 +1,7 @@
 """The AIPKit chat of AI Power 2.3 and 2.4.71 (PROTOCOL.md §B), as the emulator serves it.
 
 The page shows each bot of `bots` inline or as a popup, with its `data-config`. A prompt is a
-cache POST (single-use keys that live `cache_ttl` seconds) and the answer GET, an event stream.
+cache POST (single-use keys that live `cache_ttl` seconds; `lose_cache_keys` loses the next ones) and the answer GET, an event stream.
 The server keeps each conversation by `conversation_uuid` and logs the user's message before it
 asks the AI, so a failed request is a turn too and a client that reuses a conversation gets answers
 that depend on earlier requests. Guests are counted by `session_id` against `guest_quota`. The two
@@ -142,7 +142,10 @@ class AipkitChat:
                 "Data to cache (message or image) cannot be empty.", "empty_data_to_cache", 400
             )
         key = "aipkit_sse_" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(32))
-        self._cache_keys[key] = (message, time.monotonic())
+        if emulator.config.lose_cache_keys > 0:
+            emulator.config.lose_cache_keys -= 1  # as if the key had expired or been used
+        else:
+            self._cache_keys[key] = (message, time.monotonic())
         return emulator.json({"success": True, "data": {"cache_key": key}})
 
     def _cross_origin(self, request: web.Request) -> bool:
@@ -249,7 +252,7 @@ class AipkitChat:
         if config.captcha_marker and config.captcha_marker in message:
             answer = CAPTCHA_TEXT
         else:
-            answer = expected_answer(message, history)
+            answer = expected_answer(message, history, config.answer_padding)
             emulator.stats.answers += 1
             emulator.stats.answered[message] += 1
         pieces = [answer[i : i + PIECE] for i in range(0, len(answer), PIECE)]

@@ -112,7 +112,7 @@ class LegacyChat:
             return await self._ai_failure(request, "The server had an error.")
         emulator.stats.answers += 1
         emulator.stats.answered[message] += 1
-        answer = expected_answer(message)
+        answer = expected_answer(message, padding=config.answer_padding)
         if config.stream:
             return await self._stream(request, answer)
         return emulator.json(

@@ -43,13 +43,14 @@ COOKIE = "__cf_bm"
 DECOY_SCRIPT = '<script>var other = {"nonce":"0000000000"};</script>'
 
 
-def expected_answer(message: str, earlier: Sequence[str] = ()) -> str:
+def expected_answer(message: str, earlier: Sequence[str] = (), padding: int = 0) -> str:
     """The answer the emulator gives to `message`, in a conversation whose earlier user messages
-    were `earlier` (the AIPKit chat keeps conversations: a reused one changes the answer)."""
+    were `earlier` (the AIPKit chat keeps conversations: a reused one changes the answer), made
+    `padding` characters longer (`answer_padding`, for answers of any size)."""
     digest = hashlib.sha256("\x1e".join([*earlier, message]).encode()).hexdigest()[:12]
     tail = message[-60:].replace("\n", " ")
     turn = f" (turn {len(earlier) + 1})" if earlier else ""
-    return f"Emulated answer {digest}: you said «{tail}»{turn}"
+    return f"Emulated answer {digest}: you said «{tail}»{turn}" + "·" * padding
 
 
 @dataclass
@@ -79,7 +80,9 @@ class EmulatorConfig:
     down: bool = False
     guest_quota: int = 0
     cache_ttl: float = 60.0
+    lose_cache_keys: int = 0
     banned_via: str = ""
+    answer_padding: int = 0
     captcha_marker: str = "[captcha]"
     site_error_marker: str = "[site-error]"
     ai_rate_limit_marker: str = "[ai-429]"

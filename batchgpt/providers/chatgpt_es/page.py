@@ -25,11 +25,10 @@ _Q = r"[\"']"
 
 _NONCE = re.compile(_TOKEN)
 _DIV_TAG = re.compile(r"<div\s[^<>]{0,4096}>", re.IGNORECASE)
-# AIPKit's tag carries ~70 keys of configuration: bounded generously, still linear (no `<` inside).
-_AIPKIT_TAG = re.compile(
-    r"<div\s[^<>]{0,262144}?(?:aipkit_chat_container|aipkit_popup_wrapper)[^<>]{0,262144}>",
-    re.IGNORECASE,
-)
+# AIPKit's tag carries ~70 keys of configuration: bounded generously, and still linear, since a
+# tag ends at the next `<` or `>`; which tags are AIPKit's is decided after the match.
+_LONG_DIV_TAG = re.compile(r"<div\s[^<>]{0,262144}>", re.IGNORECASE)
+_AIPKIT_CLASSES = ("aipkit_chat_container", "aipkit_popup_wrapper")
 _DATA_CONFIG = re.compile(r"""\sdata-config=(?:'([^']*)'|"([^"]*)")""", re.IGNORECASE)
 _NONCE_ACTION = re.compile(
     r"""window\.aipkit_getChatNonceAction\s*=\s*["']([A-Za-z0-9_]{1,64})["']"""
@@ -179,8 +178,11 @@ def find_aipkit_chat(page: bytes | str) -> AipkitChat | None:
     """The AIPKit bots on `page` (each once, in page order), or None when it has none."""
     text = _text(page)
     bots: dict[int, AipkitBot] = {}
-    for tag in _AIPKIT_TAG.finditer(text):
-        bot = _aipkit_bot(tag.group(0))
+    for tag in _LONG_DIV_TAG.finditer(text):
+        markup = tag.group(0)
+        if not any(name in markup for name in _AIPKIT_CLASSES):
+            continue
+        bot = _aipkit_bot(markup)
         if bot is not None:
             bots.setdefault(bot.bot_id, bot)
     if not bots:
