@@ -102,14 +102,19 @@ class Runner:
         self._drain_within(self.config.drain_timeout)
 
     def _halt(self, error: SiteHaltedError) -> None:
+        """The service refuses every prompt: stop dispatching; `run` raises `error` at the end."""
         if self._halted is None and self.stopped_by is None:
             self._halted = error
-            log.error("%s", error)
+            log.warning(
+                "the service refuses every prompt: stopped dispatching; waiting up to %g s for "
+                "requests in flight",
+                self.config.drain_timeout,
+            )
         self._drain_within(self.config.drain_timeout)
 
     def _fail(self, error: JobError) -> None:
+        """The run cannot go on: cut it now; `run` raises `error`."""
         if self._fatal is None:
-            log.error("%s", error)
             self._fatal = error
         self._drain_within(0)
 

@@ -4,7 +4,8 @@ Tests that touch HTTP talk to the emulator with the real curl_cffi client; nothi
 `async def` tests run on a fresh event loop each (see `pytest_pyfunc_call`), so no plugin is needed.
 
 Configure the emulator with markers (a test's own settings win over its module's), or change
-`emulator.config` in the test; run a test against both chat generations with `BOTH_CHATS`::
+`emulator.config` in the test; run a test against both chat generations with
+`support.BOTH_CHATS` (an indirect parameter of this fixture)::
 
     pytestmark = pytest.mark.emulator_config(chat="legacy")
 
@@ -84,10 +85,6 @@ class RunningEmulator:
     def configure(self, **settings: Any) -> None:
         """Change emulator settings while it runs (names as in `EmulatorConfig`)."""
         self.emu.config.update(settings)
-
-
-#: Run a test once against each chat generation (the emulator's `chat` setting).
-BOTH_CHATS = pytest.mark.parametrize("emulator", ["legacy", "aipkit"], indirect=True)
 
 
 @pytest.fixture

@@ -29,6 +29,8 @@ from batchgpt.emulator import expected_answer
 from batchgpt.providers import ChatGptEs
 
 CLI = [sys.executable, "-m", "batchgpt"]
+#: Run a test once against each chat generation (the `emulator` fixture's `chat` setting).
+BOTH_CHATS = pytest.mark.parametrize("emulator", ["legacy", "aipkit"], indirect=True)
 #: Longest any single CLI invocation may take in these tests.
 CLI_TIMEOUT = 90.0
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from batchgpt.emulator import max_in_window
-from batchgpt.pacing import Pacer
+from batchgpt.pacing import HEADROOM, Pacer
 
 
 async def _acquire_times(
@@ -46,7 +46,7 @@ def test_late_wake_ups_are_caught_up_not_lost() -> None:
 def test_fractional_rates_keep_their_spacing() -> None:
     pacer = Pacer(2.5)
     assert pacer.ceiling == 2
-    assert pacer.window == pytest.approx(2 * 1.005 / 2.5)
+    assert pacer.window == pytest.approx(2 * HEADROOM / 2.5)
 
 
 def test_rate_must_be_positive() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from support import (
+    BOTH_CHATS,
     RequestSampler,
     line_id,
     mixed_prompts,
@@ -70,6 +71,7 @@ class NonceRotator:
         self._thread.join(5)
 
 
+@BOTH_CHATS
 @pytest.mark.emulator_config(latency=0.01)
 def test_hundreds_of_mixed_prompts_come_back_once_each_with_their_own_answer(
     emulator, tmp: Path
@@ -97,6 +99,7 @@ def test_hundreds_of_mixed_prompts_come_back_once_each_with_their_own_answer(
     assert stats.nonce_failures == 0
 
 
+@BOTH_CHATS
 @pytest.mark.emulator_config(latency=0.05, nonce_life=2.0)
 def test_nonce_rotation_mid_run_is_handled_transparently(emulator, tmp: Path) -> None:
     lines = mixed_prompts(300)
@@ -120,6 +123,7 @@ def test_nonce_rotation_mid_run_is_handled_transparently(emulator, tmp: Path) ->
     assert sum(result["attempts"] for result in results) <= 300 + 10
 
 
+@BOTH_CHATS
 @pytest.mark.emulator_config(
     error_rate=0.1,
     hang_rate=0.04,
@@ -165,6 +169,7 @@ def test_every_transient_fault_ends_in_an_answer_and_captcha_in_an_error(
     }
 
 
+@BOTH_CHATS
 @pytest.mark.parametrize("concurrency", [1, 16])
 def test_rate_holds_in_every_one_second_window(emulator, tmp: Path, concurrency: int) -> None:
     lines = mixed_prompts(120)
@@ -181,6 +186,7 @@ def test_rate_holds_in_every_one_second_window(emulator, tmp: Path, concurrency:
     assert 5.0 <= elapsed <= 10.0
 
 
+@BOTH_CHATS
 @pytest.mark.emulator_config(latency=0.2)
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_concurrency_is_never_exceeded(emulator, tmp: Path, concurrency: int) -> None:
@@ -194,6 +200,7 @@ def test_concurrency_is_never_exceeded(emulator, tmp: Path, concurrency: int) ->
     assert emulator.stats.max_in_flight == concurrency
 
 
+@BOTH_CHATS
 @pytest.mark.emulator_config(down=True)
 def test_breaker_slows_down_then_stops_with_69_and_leaves_prompts_for_the_next_run(
     emulator, tmp: Path

@@ -1,7 +1,8 @@
 """The AIPKit chat of AI Power 2.3 and 2.4.71 (PROTOCOL.md §B), as the emulator serves it.
 
 The page shows each bot of `bots` inline or as a popup, with its `data-config`. A prompt is a
-cache POST (single-use keys that live `cache_ttl` seconds; `lose_cache_keys` loses the next ones) and the answer GET, an event stream.
+cache POST (single-use keys that live `cache_ttl` seconds; `lose_cache_keys` loses the next ones)
+and the answer GET, an event stream.
 The server keeps each conversation by `conversation_uuid` and logs the user's message before it
 asks the AI, so a failed request is a turn too and a client that reuses a conversation gets answers
 that depend on earlier requests. Guests are counted by `session_id` against `guest_quota`. The two

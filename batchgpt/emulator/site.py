@@ -275,8 +275,10 @@ class Emulator:
         return self.reply(web.Response(status=503, text="Service Unavailable"))
 
     def banned(self, request: web.Request) -> bool:
+        """Whether the request's IP is banned: one that came through a proxy whose `Via` header
+        contains `banned_via`, or every one for `*`."""
         via = self.config.banned_via
-        return bool(via) and via in request.headers.get("via", "")
+        return via == "*" or (bool(via) and via in request.headers.get("via", ""))
 
     def over_rate(self) -> web.Response | None:
         """429 with Retry-After once more than `rate_limit` chat requests came in a second."""
