@@ -6,7 +6,10 @@
   rewriting the curl handle's URL in `http_api_curl` (the legacy chat calls OpenAI through
   `wp_remote_request`, whose URL is a constant); AIPKit streams with raw curl, which no hook
   reaches, so there the provider's own `base_url` setting points at the fake (plugin.py);
-- every outgoing WordPress HTTP request is logged, marked when WP_HTTP_BLOCK_EXTERNAL blocks it.
+- every outgoing WordPress HTTP request is logged, marked when WP_HTTP_BLOCK_EXTERNAL blocks it;
+- every admin-ajax request's action, and every failed nonce check (`wp_verify_nonce_failed`, which
+  all of the plugin's checks go through), is appended as a JSON line to the events log: the
+  server's own account of which request kinds a run sent and which nonces it refused.
 """
 
 from __future__ import annotations
@@ -45,6 +48,36 @@ function batchgpt_conformance_target($url) {
     $target = rtrim(BATCHGPT_CONFORMANCE_UPSTREAM, '/') . ($parts['path'] ?? '/');
     return isset($parts['query']) ? $target . '?' . $parts['query'] : $target;
 }
+
+function batchgpt_conformance_event($event) {
+    if (defined('BATCHGPT_CONFORMANCE_EVENTS')) {
+        $event['time'] = microtime(true);
+        $line = wp_json_encode($event) . "\n";
+        @file_put_contents(BATCHGPT_CONFORMANCE_EVENTS, $line, FILE_APPEND | LOCK_EX);
+    }
+}
+
+function batchgpt_conformance_ajax_action() {
+    return isset($_REQUEST['action']) ? sanitize_key(wp_unslash($_REQUEST['action'])) : '';
+}
+
+add_action('admin_init', function () {
+    if (wp_doing_ajax()) {
+        batchgpt_conformance_event([
+            'event' => 'ajax',
+            'method' => $_SERVER['REQUEST_METHOD'] ?? '',
+            'action' => batchgpt_conformance_ajax_action(),
+        ]);
+    }
+}, 0);
+
+add_action('wp_verify_nonce_failed', function ($nonce, $action) {
+    batchgpt_conformance_event([
+        'event' => 'nonce_failed',
+        'nonce_action' => (string) $action,
+        'action' => batchgpt_conformance_ajax_action(),
+    ]);
+}, 10, 2);
 
 add_filter('pre_http_request', function ($pre, $args, $url) {
     $http = new WP_Http();

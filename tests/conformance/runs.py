@@ -182,11 +182,13 @@ def check_prompts(
 
 @dataclass
 class Traffic:
-    """The web server's view of a time window: requests by kind and status."""
+    """A run as the server saw it: requests by kind and status, ajax actions, nonces refused."""
 
     total: int
     kinds: dict[str, int]
     statuses: dict[str, int]
+    actions: dict[str, int] = field(default_factory=dict)
+    nonce_failures: dict[str, int] = field(default_factory=dict)
 
     def per_prompt(self, prompts: int) -> float:
         return self.total / prompts if prompts else 0.0
@@ -197,7 +199,7 @@ class Traffic:
 
 def request_kind(entry: AccessEntry) -> str:
     path, _, query = entry.target.partition("?")
-    if path.endswith(AJAX):
+    if path == AJAX:
         if entry.method == "GET":
             action = dict(p.partition("=")[::2] for p in query.split("&")).get("action", "?")
             return f"GET ajax {action}"
@@ -205,11 +207,16 @@ def request_kind(entry: AccessEntry) -> str:
     return f"{entry.method} page" if entry.method == "GET" else f"{entry.method} {path}"
 
 
-def traffic(entries: list[AccessEntry]) -> Traffic:
-    """Count a run's access log entries (read from the log offset taken before it started)."""
+def traffic(entries: list[AccessEntry], events: list[dict[str, Any]]) -> Traffic:
+    """Count a run's access log entries and WordPress events (both read from offsets taken
+    before it started)."""
     kinds = Counter(request_kind(e) for e in entries)
     statuses = Counter(f"{request_kind(e)} {e.status}" for e in entries)
-    return Traffic(len(entries), dict(kinds), dict(statuses))
+    actions = Counter(
+        f"{e.get('method')} {e.get('action')}" for e in events if e["event"] == "ajax"
+    )
+    refused = Counter(str(e.get("action")) for e in events if e["event"] == "nonce_failed")
+    return Traffic(len(entries), dict(kinds), dict(statuses), dict(actions), dict(refused))
 
 
 def summarise(checks: list[PromptCheck]) -> dict[str, Any]:

@@ -238,6 +238,7 @@ class WordPress:
         self.db = MariaDB(root / "mariadb")
         self.web = Apache(root / "apache", self.docroot, self.logs)
         self.url = f"http://127.0.0.1:{self.web.port}"
+        self.events_log = self.logs / "wp-events.jsonl"
         self._scripts = 0
 
     @property
@@ -301,6 +302,7 @@ define('WP_HTTP_BLOCK_EXTERNAL', true);
 define('WP_ACCESSIBLE_HOSTS', 'api.openai.com');
 define('BATCHGPT_CONFORMANCE_UPSTREAM', '{self.upstream_url}');
 define('BATCHGPT_CONFORMANCE_LOG', '{self.logs}/outgoing-http.log');
+define('BATCHGPT_CONFORMANCE_EVENTS', '{self.events_log}');
 if (!defined('ABSPATH')) {{
     define('ABSPATH', __DIR__ . '/');
 }}
@@ -380,6 +382,24 @@ echo "\\n{RESULT_MARKER}" . json_encode($result);
             output = (done.stdout + done.stderr).strip()[-2000:]
             raise ServiceError(f"php {script.name} failed ({done.returncode}): {output}")
         return json.loads(done.stdout.rsplit(RESULT_MARKER, 1)[1])
+
+    def events_offset(self) -> int:
+        return self.events_log.stat().st_size if self.events_log.exists() else 0
+
+    def events(self, start: int = 0) -> list[dict[str, Any]]:
+        """The must-use plugin's event lines from byte offset `start` (see instrument.py)."""
+        if not self.events_log.exists():
+            return []
+        with self.events_log.open("rb") as log:
+            log.seek(start)
+            lines = log.read().decode("utf-8", "replace").splitlines()
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
 
     def write_mu_plugin(self, name: str, source: str) -> Path:
         path = self.content_dir / "mu-plugins" / name
