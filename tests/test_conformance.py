@@ -65,7 +65,7 @@ def _failures(report: dict[str, Any]) -> list[str]:
         f"emulator diff {d['probe']}.{d['field']}: "
         f"plugin {d['plugin']!r} emulator {d['emulator']!r}"
         for d in report["diff"]
-        if not d["ok"]
+        if not d["ok"] and report["emulator_ran"]
     ]
     return lines + [f"error: {e}" for e in report["errors"]]
 
