@@ -161,6 +161,7 @@ def _phases(
         _experiments(real, site, setup, upstream, generation, quota=True)
     )
     _emulator_diff(report, real, generation, root)
+    report.experiments = findings["experiments"]
     findings["shapes"] = real.shapes()
     findings["bad_nonce"] = report.bad_nonce
     if options.captures and real.client:

@@ -33,6 +33,7 @@ class ReleaseReport:
     emulator_note: str = ""
     emulator_ran: bool = False
     diff: list[DiffLine] = field(default_factory=list)
+    experiments: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
