@@ -191,9 +191,12 @@ def _run_and_check(
     if name:
         count = summary["prompts"]
         error = summary["first_error"]
-        why = (
-            f"; first error {error.get('kind')}: {str(error.get('message'))[:160]}" if error else ""
-        )
+        if error:
+            why = f"; first error {error.get('kind')}: {str(error.get('message'))[:160]}"
+        elif run.exit_code != 0:
+            why = f"; stderr: {_last_line(run.stderr)[:200]}"
+        else:
+            why = ""
         report.add(
             "answers correct",
             summary["correct"] == count,
@@ -210,6 +213,11 @@ def _run_and_check(
             f"{summary['reached_upstream']}/{count} reached the AI",
         )
     return {"run": run, "summary": summary, "traffic": seen}
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(nothing)"
 
 
 def _nonce_expiry(
