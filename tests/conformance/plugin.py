@@ -5,15 +5,17 @@ The mirror is a git repository with one commit per release whose subject is the 
 and nothing from it is ever copied into batchgpt's tree. Per generation (PROTOCOL.md):
 
 - legacy (<= 2.2): the OpenAI key is the `api_key` column of the `wpaicg_settings` row in the
-  plugin's own `wp_wpaicg` table; the page carries the shortcode `[wpaicg_chatgpt]` with the
+  plugin's own `wp_wpaicg` table; a page carries the shortcode `[wpaicg_chatgpt]` with the
   shortcode's defaults (`wpaicg_chat_shortcode_options`, unset); OpenAI is reached by
   `wp_remote_request` to a constant URL, redirected by the must-use plugin.
 - AIPKit (>= 2.3): providers live in the option `aipkit_options[providers][OpenAI]`
   (`api_key`, `base_url`, `api_version`, `api_mode`), written with the plugin's own
   `AIPKit_Providers::save_provider_data`; activation creates the default bot (a post of type
   `aipkit_chatbot` marked by meta `_aipkit_default_bot = 1`, settings in `_aipkit_*` post meta,
-  popup deploy mode); its provider and model are `_aipkit_provider` / `_aipkit_model`. The page
-  carries `[aipkit_chatbot id=N]`.
+  popup deploy mode in 2.4.71, inline in 2.3); its provider and model are `_aipkit_provider` /
+  `_aipkit_model`. The page carries `[aipkit_chatbot id=N]`.
+
+The chat box is on two pages: the site's front page (as on chatgpt.es) and `/chat/`.
 """
 
 from __future__ import annotations
