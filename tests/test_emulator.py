@@ -239,7 +239,7 @@ async def test_stream_wire_format(emulator) -> None:
     chunks = [json.loads(line[6:]) for line in lines[:-1]]
     assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}  # relayed as is
     first, *middle, last = (chunk["choices"][0] for chunk in chunks)
-    assert first["delta"] == {"role": "assistant", "content": ""}
+    assert first["delta"] == {"role": "assistant", "content": "", "refusal": None}
     assert (last["delta"], last["finish_reason"]) == ({}, "stop")
     deltas = [choice["delta"]["content"] for choice in middle]
     assert len(deltas) > 1

@@ -179,7 +179,7 @@ class LegacyChat:
             "model": "gpt-4o-mini",
             "system_fingerprint": "fp_emulator",
         }
-        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": "", "refusal": None}]
         deltas += [{"content": answer[i : i + PIECE]} for i in range(0, len(answer), PIECE)]
         for delta in deltas:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}

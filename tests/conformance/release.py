@@ -325,7 +325,7 @@ def _experiments(
 
 def _emulator_diff(report: ReleaseReport, real: ProbeRun, generation: str, root: Path) -> None:
     names = LEGACY_PROBES if generation == "legacy" else AIPKIT_PROBES
-    with running_emulator(generation, root) as emulator:
+    with running_emulator(generation, report.release, root) as emulator:
         report.emulator_note = emulator.note
         emulated = run_probes("emulator", generation, emulator.url + "/") if emulator.url else None
     report.emulator_ran = emulated is not None
