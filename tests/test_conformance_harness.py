@@ -7,6 +7,7 @@ import html
 import json
 import urllib.request
 
+import pytest
 from conftest import RunningEmulator
 
 from tests.conformance.markup import read_page
@@ -157,6 +158,7 @@ def test_check_prompts_holds_answers_against_the_upstream_log() -> None:
     assert (summary["correct"], summary["framing_ok"], summary["once"]) == (1, 2, 1)
 
 
+@pytest.mark.emulator_config(chat="legacy")
 def test_legacy_probes_against_the_emulator(emulator: RunningEmulator) -> None:
     probed = run_probes("emulator", "legacy", emulator.url + "/")
     assert not probed.error
