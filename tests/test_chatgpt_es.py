@@ -257,3 +257,36 @@ async def test_the_event_loop_is_never_blocked(emulator) -> None:
     assert elapsed < 5.0
     assert max(gaps) < 1.0
     assert emulator.stats.max_in_flight >= 10
+
+
+# the AIPKit chat ----------------------------------------------------------------------------------
+
+
+@pytest.mark.emulator_config(chat="aipkit", stream=True)
+async def test_streaming_yields_the_aipkit_deltas_as_they_arrive(emulator) -> None:
+    messages = [{"role": "user", "content": "Tell me a long story, with many words in it."}]
+    pieces = [
+        piece
+        async for piece in emulator.provider.create_async_generator("gpt-4o", messages, stream=True)
+    ]
+    assert len(pieces) > 3
+    assert "".join(pieces) == expected_answer(sent(messages[0]["content"]))
+
+
+@pytest.mark.emulator_config(chat="aipkit")
+async def test_create_async_on_the_aipkit_chat_and_one_guest_per_process(emulator) -> None:
+    provider = emulator.provider
+    for n in range(3):
+        messages = [{"role": "user", "content": f"question {n}"}]
+        assert await provider.create_async("gpt-4o", messages) == expected_answer(
+            sent(f"question {n}")
+        )
+    assert emulator.stats.gets == 3  # each call its own session...
+    assert len(emulator.stats.guests) == 1  # ...and the same guest, as one browser would be
+
+
+@pytest.mark.emulator_config(chat="aipkit", bots="4,7")
+async def test_a_bot_can_be_named(emulator) -> None:
+    messages = [{"role": "user", "content": "hola"}]
+    await emulator.provider.create_async("gpt-4o", messages, bot_id=7)
+    assert [form["bot_id"] for form in emulator.stats.forms] == ["7"]
