@@ -423,3 +423,14 @@ def test_the_emulator_command_refuses_a_busy_port_and_an_unknown_setting(emulato
     )
     assert unknown.returncode == 2
     assert "unknown emulator setting 'bogus'" in unknown.stderr
+
+
+async def test_a_hung_request_is_answered_whole_after_the_hang(emulator) -> None:
+    """Each fault is drawn once: a request in the hang band is not also cut (it used to be)."""
+    emulator.configure(hang_rate=1.0, hang_seconds=0.2, truncate_rate=0.5)
+    async with browser() as http:
+        nonce = await scrape(http, emulator.url)
+        responses = [
+            await http.post(emulator.url + AJAX_PATH, data=chat_form(nonce)) for _ in range(5)
+        ]
+    assert [r.json()["data"] for r in responses] == [expected_answer("Hola")] * 5
