@@ -366,7 +366,7 @@ def emulator(host: str, port: int, settings: tuple[str, ...]) -> None:
     help="Write the results here instead of a temp folder.",
 )
 def demo(keep: Path | None) -> None:
-    """Run samples/ through the full pipeline against the bundled emulator on loopback."""
+    """Run the demo's prompts through the full pipeline against the bundled emulator on loopback."""
     from batchgpt.demo import run_demo
 
     sys.exit(run_demo(keep))

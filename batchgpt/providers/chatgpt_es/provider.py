@@ -15,6 +15,9 @@ from batchgpt.providers.gpt4free import AsyncGeneratorProvider, ProviderModelMix
 class ChatGptEs(AsyncGeneratorProvider, ProviderModelMixin):
     url: ClassVar[str] = "https://chatgpt.es"
     api_endpoint: ClassVar[str] = "https://chatgpt.es" + AJAX_PATH
+    #: gpt4free's names for it; a subclass pointed at another site keeps `parent`.
+    label: ClassVar[str | None] = "ChatGPT.es"
+    parent: ClassVar[str] = "ChatGptEs"
 
     working = True
     supports_stream = True
