@@ -87,8 +87,11 @@ class CircuitBreaker:
             if self._down_since is not None:  # wake in time to give up on schedule
                 wait = min(wait, self._down_since + self.give_up_after - now)
             wait = max(0.05, wait)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+            # that comes as it times out, and the run's drain would then wait for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._changed.wait()
         return False
 
     def record(self, error: ProviderError | None, probe: bool) -> None:

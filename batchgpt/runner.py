@@ -314,8 +314,9 @@ class Runner:
     async def _commit_loop(self, result_log: ResultLog) -> None:
         """Group commit every `sync_lines` lines or `sync_seconds`, and once more at the end."""
         while not self._finished:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._commit_due.wait(), self.config.sync_seconds)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see CircuitBreaker.admit
+                async with asyncio.timeout(self.config.sync_seconds):
+                    await self._commit_due.wait()
             self._commit_due.clear()
             await self._commit(result_log)
         await self._commit(result_log)

@@ -381,3 +381,19 @@ async def test_a_site_that_stays_down_stops_the_prompt_instead_of_failing_it(emu
     assert breaker.opened == 1
     # Two failures open it; then probes 0.2, 0.4 and 0.8 s apart: never a retry storm.
     assert emulator.stats.gets <= 6
+
+
+async def test_a_cancel_that_comes_with_the_breaker_closing_is_not_lost() -> None:
+    """The drain cancels the workers; one waiting in `admit` whose wait ends in the same moment
+    (another attempt closed the breaker) must still end. Python 3.11's wait_for swallowed such a
+    cancel, and a stop while the site was down then never ended."""
+    breaker = CircuitBreaker(threshold=1, give_up_after=100, cooldown=10)
+    breaker.record(ServerError("down"), probe=False)
+    assert breaker.is_open
+    waiting = asyncio.create_task(breaker.admit())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    breaker.record(None, probe=False)  # wakes the waiter...
+    waiting.cancel()  # ...in the same loop iteration as the cancel
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
