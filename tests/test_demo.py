@@ -34,4 +34,3 @@ def test_demo_runs_again_in_the_same_folder(tmp: Path) -> None:
     again = run_cli("demo", "--keep", tmp)
     assert again.returncode == 0, again.stderr
     assert f"this run: {RESULTS} results" in again.stdout
-
