@@ -11,6 +11,7 @@ import asyncio
 import random
 
 import pytest
+from fake_clock import FakeClock
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -96,17 +97,6 @@ def test_a_429_without_retry_after_backs_off_like_any_other_error() -> None:
 
 
 # CircuitBreaker -----------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def breaker_on(clock: FakeClock, **settings: float) -> CircuitBreaker:
