@@ -224,6 +224,93 @@ def mixed_prompts(count: int, *, tag: str = "p") -> list[dict[str, Any]]:
     return lines
 
 
+#: The --max-line-bytes to read a `mixed_file` with: its one long line is just over it.
+MAX_LINE = 2000
+
+
+def mixed_file(tmp: Path) -> tuple[Path, dict[int, dict[str, Any]], dict[int, str]]:
+    """Good lines of every shape interleaved with every kind of bad line.
+
+    Returns the path, the good lines by line number and the expected reasons by line number.
+    """
+    good = mixed_prompts(12, tag="m")
+    good.append({"prompt": "no id: my line number is my id"})
+    good.append(
+        {
+            "custom_id": "extra",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "gpt-4o",
+                "messages": [{"role": "user", "content": "x"}],
+                "temperature": 0,
+            },
+            "note": "kept",
+        }
+    )
+    bad: list[tuple[bytes, str]] = [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"id": "np"}', "no prompt or messages"),
+        (b'{"id": "ep", "prompt": "  "}', "prompt is empty"),
+        (b'{"id": "wt", "prompt": 42}', "prompt must be a string"),
+        (b'{"id": "ur", "messages": [{"role": "robot", "content": "x"}]}', "unknown role"),
+        (b'{"id": "um", "prompt": "x", "model": "gpt-5"}', "unknown model"),
+        (b'{"id": "m0", "prompt": "duplicate of the first line"}', "duplicate id 'm0'"),
+        (b'{"id": "iu", "prompt": "caf\xe9"}', "invalid UTF-8"),
+        (
+            json.dumps({"prompt": "y" * MAX_LINE, "id": "long"}).encode(),
+            f"longer than {MAX_LINE} bytes",
+        ),
+        (
+            json.dumps(
+                {
+                    "custom_id": "emb",
+                    "method": "POST",
+                    "url": "/v1/embeddings",
+                    "body": {"input": "x"},
+                }
+            ).encode(),
+            "is not supported",
+        ),
+        (
+            json.dumps(
+                {
+                    "id": "img",
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "image_url", "image_url": {"url": "https://x/y.png"}}
+                            ],
+                        }
+                    ],
+                }
+            ).encode(),
+            "only text parts",
+        ),
+    ]
+    chunks: list[bytes] = [b"\xef\xbb\xbf"]  # a BOM
+    good_lines: dict[int, dict[str, Any]] = {}
+    reasons: dict[int, str] = {}
+    number = 0
+    for n in range(max(len(good), len(bad))):
+        if n < len(good):
+            number += 1
+            chunks.append(json.dumps(good[n]).encode() + b"\r\n")
+            good_lines[number] = good[n]
+        if n < len(bad):
+            number += 1
+            chunks.append(bad[n][0] + b"\n")
+            reasons[number] = bad[n][1]
+        if n % 4 == 0:
+            number += 1
+            chunks.append(b"   \n")
+    path = tmp / "prompts.jsonl"
+    path.write_bytes(b"".join(chunks))
+    return path, good_lines, reasons
+
+
 def line_id(obj: dict[str, Any], line: int) -> Any:
     """The id a run gives an input line."""
     return obj.get("id", obj.get("custom_id", line))
