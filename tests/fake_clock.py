@@ -1,9 +1,14 @@
-"""A clock for tests of behaviour that depends on time: it moves only when a test (or a sleep
-through it) moves it, so spacing, windows and deadlines can be asserted exactly."""
+"""Clocks for tests of behaviour that depends on time: they move only when a test (or a sleep
+through them) moves them, so spacing, windows and deadlines can be asserted exactly.
+
+`FakeClock` is for units that take a clock (the pacer, the breaker, the pool, progress);
+`VirtualTimeLoop` is an event loop whose own clock a test moves, for what asyncio times (the
+runner's drain deadline)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 
@@ -28,3 +33,24 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.now += max(seconds, 0.0) + self._late(len(self.sleeps))
         await asyncio.sleep(0)  # let the other tasks run, as a real sleep would
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock moves only when a test calls `advance`: a timer (asyncio.sleep,
+    asyncio.timeout) falls due exactly when the test has moved the clock past it, however long
+    the real I/O in between takes. Wait for real time with `real_sleep`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._now = 0.0
+
+    def time(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+
+async def real_sleep(seconds: float) -> None:
+    """Sleep in real time, whatever the event loop's clock says."""
+    await asyncio.to_thread(time.sleep, seconds)

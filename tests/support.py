@@ -3,8 +3,8 @@
 The CLI runs as `python -m batchgpt` in a child process, with the BATCHGPT_* variables of the
 developer's environment removed, and talks over loopback HTTP to the emulator served from a thread
 of the pytest process, so the emulator's counters see every request. Also here: prompt files,
-reading and checking results files, bounded polling, a request sampler, and a tiny HTTP forward
-proxy that counts what it carries.
+reading and checking results files, bounded polling, and a tiny HTTP forward proxy that counts
+what it carries.
 """
 
 from __future__ import annotations
@@ -314,43 +314,6 @@ def mixed_file(tmp: Path) -> tuple[Path, dict[int, dict[str, Any]], dict[int, st
 def line_id(obj: dict[str, Any], line: int) -> Any:
     """The id a run gives an input line."""
     return obj.get("id", obj.get("custom_id", line))
-
-
-class RequestSampler:
-    """Samples the emulator's request count (GETs + POSTs) every `interval` seconds in a thread."""
-
-    def __init__(self, stats_of: Any, interval: float = 0.05) -> None:
-        self._stats_of = stats_of
-        self._interval = interval
-        self._done = threading.Event()
-        self.samples: list[tuple[float, int]] = []
-        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
-
-    def _run(self) -> None:
-        while not self._done.is_set():
-            stats = self._stats_of()
-            self.samples.append((time.monotonic(), stats.gets + stats.posts))
-            self._done.wait(self._interval)
-
-    def __enter__(self) -> RequestSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._done.set()
-        self._thread.join(5)
-
-    def count_at(self, moment: float) -> int:
-        """Requests seen by `moment` (the last sample taken at or before it)."""
-        seen = 0
-        for at, count in self.samples:
-            if at > moment:
-                break
-            seen = count
-        return seen
-
-    def first_request_at(self) -> float:
-        return next(at for at, count in self.samples if count > 0)
 
 
 # results ----------------------------------------------------------------------------------------
