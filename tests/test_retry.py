@@ -159,6 +159,26 @@ def test_open_exactly_when_the_last_failures_in_a_row_reach_the_threshold(
         assert breaker.is_open == (in_a_row >= 3)
 
 
+async def test_a_cancel_while_a_failed_probe_wakes_the_waiters_is_never_lost() -> None:
+    """A run stopping (its drain deadline cancels every worker) just as a probe fails: the
+    attempts waiting for the breaker must end, not wait on for the next probe. (asyncio.wait_for
+    in Python 3.11 returns normally when its inner wait ends in the same step as a cancel.)"""
+    clock = FakeClock()
+    breaker = breaker_on(clock)
+    for _ in range(3):
+        breaker.record(SERVER_ERROR, probe=False)
+    clock.advance(1.0)
+    assert await breaker.admit() is True  # the probe
+    waiting = [asyncio.create_task(breaker.admit()) for _ in range(3)]
+    await asyncio.sleep(0)  # all three wait for the breaker
+    breaker.record(SERVER_ERROR, probe=True)  # wakes them: the breaker stays open
+    for task in waiting:
+        task.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert all(task.cancelled() for task in waiting), "an attempt swallowed its cancellation"
+
+
 async def test_one_probe_per_cooldown_and_the_cooldown_doubles_up_to_its_cap() -> None:
     clock = FakeClock()
     breaker = breaker_on(clock)
