@@ -183,7 +183,7 @@ def test_every_transient_fault_ends_in_an_answer_and_captcha_in_an_error(
 
 @pytest.mark.parametrize("concurrency", [1, 16])
 def test_rate_holds_in_every_one_second_window(emulator, tmp: Path, concurrency: int) -> None:
-    lines = mixed_prompts(120)
+    lines = mixed_prompts(60)
     prompts = write_jsonl(tmp / "prompts.jsonl", lines)
 
     done = run_job(prompts, emulator.url, "--rate", "20", "--concurrency", str(concurrency))
@@ -191,12 +191,12 @@ def test_rate_holds_in_every_one_second_window(emulator, tmp: Path, concurrency:
     assert done.returncode == 0, done.stderr
     check_answers(lines, read_results(tmp / "prompts.results.jsonl"))
     posts = emulator.stats.post_times  # when the site received each POST
-    assert len(posts) == 120
+    assert len(posts) == 60
     assert max_in_window(posts) <= 20
     # Paced evenly at the rate, as the site saw it: no faster (the ceiling above, and no burst
     # at start), and not much slower (the pacer's exact spacing is test_pacing's, on a fake clock).
     interval = HEADROOM / 20
-    assert 119 * interval - 0.1 <= posts[-1] - posts[0] <= 119 * interval * 1.5
+    assert 59 * interval - 0.1 <= posts[-1] - posts[0] <= 59 * interval * 1.5
 
 
 @pytest.mark.emulator_config(latency=0.2)
@@ -220,21 +220,21 @@ def test_breaker_slows_down_then_stops_with_69_and_leaves_prompts_for_the_next_r
     prompts = write_jsonl(tmp / "prompts.jsonl", lines)
     output = tmp / "prompts.results.jsonl"
 
-    done = run_job(prompts, emulator.url, "--give-up-after", "6", "--concurrency", "4")
+    done = run_job(prompts, emulator.url, "--give-up-after", "4", "--concurrency", "4")
 
     assert done.returncode == 69, done.stderr
     assert done.stdout == ""
     assert read_results(output) == [], "unreached prompts must not be recorded as errors"
-    down = re.search(r"unreachable for (\d+) s \(--give-up-after 6\)", done.stderr)
-    assert down and int(down[1]) >= 6, done.stderr
+    down = re.search(r"unreachable for (\d+) s \(--give-up-after 4\)", done.stderr)
+    assert down and int(down[1]) >= 4, done.stderr
     requests = emulator.stats.gets + emulator.stats.posts
-    # The breaker opens after 5 failures in a row, then probes once per cooldown (1, 2, 4 s:
+    # The breaker opens after 5 failures in a row, then probes once per cooldown (1, 2 s:
     # test_retry's fake clock pins the schedule). Without it 4 workers would send 6 attempts per
-    # prompt, one prompt after another, for the 6 s the site was down.
+    # prompt, one prompt after another, for the 4 s the site was down.
     assert 5 <= requests <= 15
 
     emulator.configure(down=False)
-    again = run_job(prompts, emulator.url, "--give-up-after", "6")
+    again = run_job(prompts, emulator.url, "--give-up-after", "4")
     assert again.returncode == 0, again.stderr
     check_answers(lines, read_results(output))
 
