@@ -310,7 +310,7 @@ def test_run_as_a_library_leaves_the_callers_signal_handlers_alone(emulator, tmp
 # the drain deadline, in virtual time ------------------------------------------------------------
 
 #: How long the slow site takes to answer, in real time: far longer than any scenario below.
-LATENCY = 3.0
+LATENCY = 2.0
 
 
 @pytest.fixture(scope="module")
