@@ -228,6 +228,41 @@ def validate(
 
 
 @cli.command()
+@click.argument("url", required=False)
+@click.option("--ask", metavar="TEXT", help="Also send one prompt, as a run would.")
+@click_option(option("chat"))
+@click_option(option("bot_id"))
+@click.option("--proxy", metavar="URL", help="Reach the site through this proxy.")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per request.")
+@click.option("--json", "as_json", is_flag=True, help="A machine-readable report on stdout.")
+def probe(
+    url: str | None,
+    ask: str | None,
+    chat: str | None,
+    bot_id: int | None,
+    proxy: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """What the chat site at URL runs [default: https://chatgpt.es]: its chat generation, bots
+    and nonce, each request's status and time; exit 0 when it would answer, else the exit code a
+    run would get."""
+    from batchgpt.probe import run_probe
+    from batchgpt.providers.chatgpt_es import ChatGptEs
+
+    report = run_probe(
+        url or ChatGptEs.url,
+        ask=ask,
+        chat=chat or "auto",
+        bot_id=bot_id,
+        proxy=proxy,
+        timeout=timeout,
+    )
+    click.echo(report.to_json() if as_json else report.text())
+    sys.exit(report.exit_code)
+
+
+@cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="A machine-readable report on stdout.")
 def status(path: Path, as_json: bool) -> None:

@@ -324,6 +324,13 @@ OPTIONS: tuple[Option, ...] = (
         default_text="8 MiB",
         shapes_results=True,
     ),
+    Option(
+        "max_answer_bytes",
+        Integer(1),
+        "Largest response read; a bigger answer is a retryable bad_response.",
+        default=8 * 1024 * 1024,
+        default_text="8 MiB",
+    ),
     Option("sync_lines", Integer(1), "fsync output and checkpoint every N lines.", default=512),
     Option("sync_seconds", Number(), "... or every S seconds, whichever comes first.", default=1.0),
     Option("report", File(), "Also write an HTML report here at the end."),
@@ -416,6 +423,7 @@ class RunConfig:
     progress: bool
     drain_timeout: float
     max_line_bytes: int
+    max_answer_bytes: int
     sync_lines: int
     sync_seconds: float
     report: Path | None
@@ -471,6 +479,7 @@ class RunConfig:
             progress=not read["no_progress"] and sys.stderr.isatty(),
             drain_timeout=read["drain_timeout"],
             max_line_bytes=read["max_line_bytes"],
+            max_answer_bytes=read["max_answer_bytes"],
             sync_lines=read["sync_lines"],
             sync_seconds=read["sync_seconds"],
             report=read["report"],

@@ -10,6 +10,7 @@ import orjson
 
 from batchgpt.config import RunConfig
 from batchgpt.emulator import EmulatorConfig, running_emulator
+from batchgpt.emulator.site import describe
 from batchgpt.logs import setup_logging
 from batchgpt.progress import summary_lines
 from batchgpt.runner import run
@@ -28,7 +29,11 @@ def run_demo(keep: Path | None = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     output = folder / "prompts.results.jsonl"
     with running_emulator(DEMO_SITE) as (_, url):
-        click.echo(f"emulated chatgpt.es at {url}; running {prompts}", err=True)
+        click.echo(
+            f"emulated chatgpt.es at {url}, speaking {describe(DEMO_SITE)}, what sites run "
+            f"today; running {prompts}",
+            err=True,
+        )
         config = RunConfig.build(
             {
                 "input": str(prompts),

@@ -15,8 +15,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-#: Pace a little under the rate so network jitter never shows the site R+1 in a second.
-HEADROOM = 1.005
+#: Pace a little under the rate so jitter on the way never shows the site R+1 in a second: at
+#: R requests per second, 2 % under R absorbs 20 ms of jitter (0.5 % absorbed only 5 ms, which
+#: a loaded machine exceeds), within the 3 % accuracy target.
+HEADROOM = 1.02
 
 
 class Pacer:

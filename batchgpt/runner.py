@@ -102,14 +102,19 @@ class Runner:
         self._drain_within(self.config.drain_timeout)
 
     def _halt(self, error: SiteHaltedError) -> None:
+        """The service refuses every prompt: stop dispatching; `run` raises `error` at the end."""
         if self._halted is None and self.stopped_by is None:
             self._halted = error
-            log.error("%s", error)
+            log.warning(
+                "the service refuses every prompt: stopped dispatching; waiting up to %g s for "
+                "requests in flight",
+                self.config.drain_timeout,
+            )
         self._drain_within(self.config.drain_timeout)
 
     def _fail(self, error: JobError) -> None:
+        """The run cannot go on: cut it now; `run` raises `error`."""
         if self._fatal is None:
-            log.error("%s", error)
             self._fatal = error
         self._drain_within(0)
 
@@ -162,27 +167,30 @@ class Runner:
         for path in (config.output, config.checkpoint):
             if not path.parent.is_dir():
                 raise UsageError(f"cannot write {path}: the folder {path.parent} does not exist")
-        with JobLock(config.lock_path):
-            # In a thread, so that a stop during a long input scan is heard at once.
-            result_log, recovered, input_lines = await asyncio.to_thread(self._prepare)
-            share = input_lines // config.shard.count if config.shard else input_lines
-            self._progress = Progress(
-                self.stats, total=max(share - recovered.done.count, 0), bar=config.progress
-            )
-            self._log = result_log
-            pacer = Pacer(config.rate) if config.rate > 0 else None
-            pool = ClientPool(
-                self.backend(config, pacer).client,
-                sessions=config.sessions,
-                proxies=config.proxies,
-                max_clients=-(-config.concurrency // config.sessions) + 1,
-            )
-            try:
-                await self._pipeline(pool, recovered, result_log)
-            finally:
-                self._progress.close()
-                await pool.close()
-                result_log.close()
+        backend = self.backend(config, Pacer(config.rate) if config.rate > 0 else None)
+        pool = ClientPool(
+            backend.client,
+            sessions=config.sessions,
+            proxies=config.proxies,
+            max_clients=-(-config.concurrency // config.sessions) + 1,
+        )
+        try:
+            await backend.preflight(pool.clients[0])
+            with JobLock(config.lock_path):
+                # In a thread, so that a stop during a long input scan is heard at once.
+                result_log, recovered, input_lines = await asyncio.to_thread(self._prepare)
+                share = input_lines // config.shard.count if config.shard else input_lines
+                self._progress = Progress(
+                    self.stats, total=max(share - recovered.done.count, 0), bar=config.progress
+                )
+                self._log = result_log
+                try:
+                    await self._pipeline(pool, recovered, result_log)
+                finally:
+                    self._progress.close()
+                    result_log.close()
+        finally:
+            await pool.close()
         if self._fatal is not None:
             raise self._fatal
         if self._halted is not None:

@@ -29,6 +29,8 @@ from batchgpt.emulator import expected_answer
 from batchgpt.providers import ChatGptEs
 
 CLI = [sys.executable, "-m", "batchgpt"]
+#: Run a test once against each chat generation (the `emulator` fixture's `chat` setting).
+BOTH_CHATS = pytest.mark.parametrize("emulator", ["legacy", "aipkit"], indirect=True)
 #: Longest any single CLI invocation may take in these tests.
 CLI_TIMEOUT = 90.0
 
@@ -379,9 +381,11 @@ _HOP_BY_HOP = frozenset(
 
 
 class ForwardProxy:
-    """A plain-HTTP forward proxy: absolute-form requests are sent on; `requests` counts them."""
+    """A plain-HTTP forward proxy: absolute-form requests are sent on; `requests` counts them.
+    With `via`, it names itself in a `Via` header, as real proxies do (the emulator can ban it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, via: str | None = None) -> None:
+        self.via = via
         self.requests = 0
         self._client: aiohttp.ClientSession | None = None
 
@@ -393,6 +397,8 @@ class ForwardProxy:
             )
         target = str(request.url)  # absolute-form: the whole target URL is in the request line
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
+        if self.via:
+            headers.append(("Via", self.via))
         body = await request.read()
         async with self._client.request(
             request.method,
@@ -415,9 +421,9 @@ class ForwardProxy:
 
 
 @contextmanager
-def running_proxy() -> Iterator[tuple[ForwardProxy, str]]:
+def running_proxy(via: str | None = None) -> Iterator[tuple[ForwardProxy, str]]:
     """Serve a `ForwardProxy` on a free loopback port from a thread; yield it and its URL."""
-    proxy = ForwardProxy()
+    proxy = ForwardProxy(via)
     loop = asyncio.new_event_loop()
     started: dict[str, Any] = {}
     ready = threading.Event()

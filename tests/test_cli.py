@@ -177,7 +177,7 @@ def test_every_job_error_is_its_message_and_exit_code_without_a_traceback(
     error: type[JobError], emulator, tmp: Path, closed_port: int
 ) -> None:
     if error is SiteHaltedError:
-        emulator.configure(nonce_markup="none")  # no chat on the page, three times in a row
+        emulator.configure(chat="legacy", nonce_markup="none")  # no chat, three times in a row
     failure = SCENARIOS[error](tmp, emulator.url, closed_port)
     limit = failure.limit_file_size
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from support import (
+    BOTH_CHATS,
     CLI,
     assert_exactly_once,
     batchgpt,
@@ -68,6 +69,7 @@ PROMPTS = 300
 KILLS = 8
 
 
+@BOTH_CHATS
 @pytest.mark.emulator_config(latency=0.1)
 def test_kill_9_at_random_moments_then_resume_answers_every_id_once(
     emulator, tmp: Path, spawn
@@ -115,6 +117,7 @@ def test_kill_9_at_random_moments_then_resume_answers_every_id_once(
     assert extra == lost <= kills * CONCURRENCY
 
 
+@BOTH_CHATS
 @pytest.mark.emulator_config(seed=3)
 def test_a_cut_output_with_garbage_is_cut_back_and_completed_once(emulator, tmp: Path) -> None:
     prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
@@ -169,6 +172,7 @@ def test_middle_corruption_stops_the_run_until_repair(emulator, tmp: Path) -> No
 # the lock ---------------------------------------------------------------------------------------
 
 
+@BOTH_CHATS
 @pytest.mark.emulator_config(latency=0.1)
 def test_a_second_run_exits_75_at_once_and_touches_nothing(emulator, tmp: Path, spawn) -> None:
     prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
@@ -224,6 +228,7 @@ def test_two_runs_started_together_one_proceeds_the_other_exits_75(
 # signals ----------------------------------------------------------------------------------------
 
 
+@BOTH_CHATS
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 @pytest.mark.emulator_config(latency=0.3)
 def test_a_signal_drains_exits_and_resumes(emulator, tmp: Path, sig: int, code: int, spawn) -> None:
@@ -280,6 +285,7 @@ def test_a_second_signal_exits_at_once_and_the_job_still_resumes(
     assert_exactly_once(output, ids)
 
 
+@BOTH_CHATS
 @pytest.mark.emulator_config(latency=3.0)
 def test_the_drain_deadline_cuts_requests_that_take_too_long(emulator, tmp: Path, spawn) -> None:
     prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"

@@ -9,6 +9,7 @@ loopback.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -204,10 +205,10 @@ async def test_real_sessions_keep_their_proxy_and_their_cookie_jar(emulator, tmp
     assert [proxy for proxy, _ in outcomes] == [first_url, second_url] * 6
     stats = emulator.stats
     assert (stats.gets, stats.posts) == (4, 12)  # one scrape per session, then its nonce
-    assert (first.requests, second.requests) == (2 + 6, 2 + 6)
-    cookies = [headers["cookie"] for headers in stats.headers]
-    assert len(set(cookies)) == 4
-    assert cookies[:4] == cookies[4:8] == cookies[8:]  # each session kept its own jar
+    assert first.requests == second.requests == stats.requests // 2  # two sessions each
+    cookies = Counter(headers["cookie"] for headers in stats.headers)
+    assert len(cookies) == 4  # each session kept its own jar...
+    assert len(set(cookies.values())) == 1  # ...for all of its requests
 
 
 async def test_a_dead_proxy_is_benched_and_the_live_one_answers_the_rest(
@@ -227,4 +228,4 @@ async def test_a_dead_proxy_is_benched_and_the_live_one_answers_the_rest(
     assert {proxy for proxy, _ in after_bench} == {live_url}
     answers = [outcome for _, outcome in outcomes if isinstance(outcome, Answer)]
     assert len(answers) == 10 - BENCH_AFTER_FAILURES
-    assert live.requests == emulator.stats.gets + emulator.stats.posts
+    assert live.requests == emulator.stats.requests

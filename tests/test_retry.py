@@ -30,6 +30,9 @@ from batchgpt.errors import (
 )
 from batchgpt.retry import CircuitBreaker, HaltRule, RetryPolicy, send_with_retries
 
+# The legacy chat, answering in JSON (streaming off), as these tests were written for it.
+pytestmark = pytest.mark.emulator_config(chat="legacy", stream=False)
+
 SERVER_ERROR = ServerError("server error: HTTP 503", http_status=503)
 UNREACHABLE = [
     SERVER_ERROR,

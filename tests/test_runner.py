@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from fake_clock import VirtualTimeLoop, real_sleep
 from support import (
+    BOTH_CHATS,
     CLI,
     batchgpt,
     line_id,
@@ -86,6 +87,7 @@ class NonceRotator:
         self._thread.join(5)
 
 
+@BOTH_CHATS
 @pytest.mark.emulator_config(latency=0.01)
 def test_hundreds_of_mixed_prompts_come_back_once_each_with_their_own_answer(
     emulator, tmp: Path
@@ -113,6 +115,7 @@ def test_hundreds_of_mixed_prompts_come_back_once_each_with_their_own_answer(
     assert stats.nonce_failures == 0
 
 
+@BOTH_CHATS
 @pytest.mark.emulator_config(latency=0.05, nonce_life=2.0)
 def test_nonce_rotation_mid_run_is_handled_transparently(emulator, tmp: Path) -> None:
     lines = mixed_prompts(300)
@@ -136,6 +139,7 @@ def test_nonce_rotation_mid_run_is_handled_transparently(emulator, tmp: Path) ->
     assert sum(result["attempts"] for result in results) <= 300 + 10
 
 
+@BOTH_CHATS
 @pytest.mark.emulator_config(
     error_rate=0.1,
     hang_rate=0.04,
@@ -181,6 +185,7 @@ def test_every_transient_fault_ends_in_an_answer_and_captcha_in_an_error(
     }
 
 
+@BOTH_CHATS
 @pytest.mark.parametrize("concurrency", [1, 16])
 def test_rate_holds_in_every_one_second_window(emulator, tmp: Path, concurrency: int) -> None:
     lines = mixed_prompts(60)
@@ -199,6 +204,7 @@ def test_rate_holds_in_every_one_second_window(emulator, tmp: Path, concurrency:
     assert 59 * interval - 0.1 <= posts[-1] - posts[0] <= 59 * interval * 1.5
 
 
+@BOTH_CHATS
 @pytest.mark.emulator_config(latency=0.2)
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_concurrency_is_never_exceeded(emulator, tmp: Path, concurrency: int) -> None:
@@ -212,6 +218,7 @@ def test_concurrency_is_never_exceeded(emulator, tmp: Path, concurrency: int) ->
     assert emulator.stats.max_in_flight == concurrency
 
 
+@BOTH_CHATS
 @pytest.mark.emulator_config(down=True)
 def test_breaker_slows_down_then_stops_with_69_and_leaves_prompts_for_the_next_run(
     emulator, tmp: Path
@@ -227,7 +234,7 @@ def test_breaker_slows_down_then_stops_with_69_and_leaves_prompts_for_the_next_r
     assert read_results(output) == [], "unreached prompts must not be recorded as errors"
     down = re.search(r"unreachable for (\d+) s \(--give-up-after 4\)", done.stderr)
     assert down and int(down[1]) >= 4, done.stderr
-    requests = emulator.stats.gets + emulator.stats.posts
+    requests = emulator.stats.requests
     # The breaker opens after 5 failures in a row, then probes once per cooldown (1, 2 s:
     # test_retry's fake clock pins the schedule). Without it 4 workers would send 6 attempts per
     # prompt, one prompt after another, for the 4 s the site was down.
