@@ -63,8 +63,9 @@ class _OptionType(click.ParamType):
 
 def _help(declared: Option) -> str:
     default = declared.default_text
-    if default is None and declared.default not in (None, False, ()):
-        default = str(declared.default)
+    value = declared.default
+    if default is None and value is not None and value is not False and value != ():
+        default = str(value)
     return declared.help + (f" [default: {default}]" if default else "")
 
 
@@ -313,9 +314,9 @@ def convert(source: Path, target: Path, output_format: str) -> None:
 def report(results: tuple[Path, ...], output: Path, rate: str | None) -> None:
     """Write one self-contained HTML report of results files (or of their job files)."""
     from batchgpt.config import parse_rate
-    from batchgpt.jobs import job_files
+    from batchgpt.jobs import results_files
 
-    outputs = [job_files(path).output for path in results]
+    outputs = [results_files(path).output for path in results]
     _write_report(outputs, output, rate=parse_rate(rate) if rate else None)
 
 
@@ -328,6 +329,8 @@ def _write_report(
         write_report(results, output, rate=rate, rerun_command=rerun)
     except ReportDependencyError as error:
         raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(f"report: {error.filename}: {error.strerror or error}") from None
     click.echo(f"batchgpt: report written to {output}", err=True)
 
 

@@ -65,12 +65,23 @@ class JobFiles:
     lock: Path
 
 
+def output_files(output: Path) -> JobFiles:
+    """The files of the job whose results are `output` (its checkpoint the default one)."""
+    return JobFiles(output, Path(f"{output}.ckpt"), lock_path(output))
+
+
 def job_files(path: Path) -> JobFiles:
     """The files of the job `path` names (its job file, its INPUT or its OUTPUT), found the way
     `run` finds them, a job file's own `output` and `checkpoint` included."""
     if not is_job_file(path) and (
         Path(f"{path}.ckpt").exists() or path.name.endswith(".results.jsonl")
     ):
-        return JobFiles(path, Path(f"{path}.ckpt"), lock_path(path))
+        return output_files(path)
     config = RunConfig.build(job_values(path))
     return JobFiles(config.output, config.checkpoint, config.lock_path)
+
+
+def results_files(path: Path) -> JobFiles:
+    """The files of a job named by its job file or by its results file, whatever that file is
+    called (`merge` and `report` take results, never an INPUT)."""
+    return job_files(path) if is_job_file(path) else output_files(path)

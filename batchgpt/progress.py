@@ -7,6 +7,7 @@ import logging
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,22 +66,31 @@ class RunStats:
 
 
 class Progress:
-    """Progress on stderr: a bar when `bar` is set, else periodic log lines."""
+    """Progress on stderr: a bar when `bar` is set, else a log line every `LOG_EVERY_SECONDS`
+    of `clock` (the clock `stats.started` was read from)."""
 
-    def __init__(self, stats: RunStats, *, total: int | None, bar: bool) -> None:
+    def __init__(
+        self,
+        stats: RunStats,
+        *,
+        total: int | None,
+        bar: bool,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stats = stats
         self.total = total
+        self._clock = clock
         self._bar = (
             tqdm(total=total, unit="prompt", dynamic_ncols=True, smoothing=0.1) if bar else None
         )
-        self._next_log = time.monotonic() + LOG_EVERY_SECONDS
+        self._next_log = clock() + LOG_EVERY_SECONDS
 
     def update(self, count: int) -> None:
         if self._bar is not None:
             self._bar.update(count)
             self._bar.set_postfix(errors=sum(self.stats.errors.values()), refresh=False)
             return
-        now = time.monotonic()
+        now = self._clock()
         if now >= self._next_log:
             self._next_log = now + LOG_EVERY_SECONDS
             counts = {"written": self.stats.written, "errors": sum(self.stats.errors.values())}
@@ -88,7 +98,7 @@ class Progress:
 
     def line(self) -> str:
         stats = self.stats
-        elapsed = max(time.monotonic() - stats.started, 1e-9)
+        elapsed = max(self._clock() - stats.started, 1e-9)
         rate = stats.written / elapsed
         text = f"{stats.written} written ({sum(stats.errors.values())} errors), {rate:.1f}/s"
         if self.total:
@@ -110,9 +120,11 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def summary_lines(stats: RunStats, output: str) -> list[str]:
-    """The end-of-run summary."""
-    elapsed = time.monotonic() - stats.started
+def summary_lines(
+    stats: RunStats, output: str, *, clock: Callable[[], float] = time.monotonic
+) -> list[str]:
+    """The end-of-run summary (`clock` is the one `stats.started` was read from)."""
+    elapsed = clock() - stats.started
     errors = ", ".join(f"{kind} {count}" for kind, count in stats.total_errors.most_common())
     p50, p95 = stats.percentiles(0.50, 0.95)
     latency = f"p50 {p50} ms, p95 {p95} ms" if p50 is not None else "no requests"

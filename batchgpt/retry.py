@@ -87,8 +87,8 @@ class CircuitBreaker:
             if self._down_since is not None:  # wake in time to give up on schedule
                 wait = min(wait, self._down_since + self.give_up_after - now)
             wait = max(0.05, wait)
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
-            # that comes as it times out, and the run's drain would then wait for ever.
+            # Not asyncio.wait_for: in Python 3.11 it loses a cancel that comes in the step the
+            # event is set, and the run's drain could then wait for the breaker to give up.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._changed.wait()

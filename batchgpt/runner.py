@@ -314,7 +314,7 @@ class Runner:
     async def _commit_loop(self, result_log: ResultLog) -> None:
         """Group commit every `sync_lines` lines or `sync_seconds`, and once more at the end."""
         while not self._finished:
-            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see CircuitBreaker.admit
+            with contextlib.suppress(TimeoutError):  # not wait_for: see CircuitBreaker.admit
                 async with asyncio.timeout(self.config.sync_seconds):
                     await self._commit_due.wait()
             self._commit_due.clear()

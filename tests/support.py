@@ -3,8 +3,8 @@
 The CLI runs as `python -m batchgpt` in a child process, with the BATCHGPT_* variables of the
 developer's environment removed, and talks over loopback HTTP to the emulator served from a thread
 of the pytest process, so the emulator's counters see every request. Also here: prompt files,
-reading and checking results files, bounded polling, a request sampler, and a tiny HTTP forward
-proxy that counts what it carries.
+reading and checking results files, bounded polling, and a tiny HTTP forward proxy that counts
+what it carries.
 """
 
 from __future__ import annotations
@@ -226,46 +226,96 @@ def mixed_prompts(count: int, *, tag: str = "p") -> list[dict[str, Any]]:
     return lines
 
 
+#: The --max-line-bytes to read a `mixed_file` with: its one long line is just over it.
+MAX_LINE = 2000
+
+
+def mixed_file(tmp: Path) -> tuple[Path, dict[int, dict[str, Any]], dict[int, str]]:
+    """Good lines of every shape interleaved with every kind of bad line.
+
+    Returns the path, the good lines by line number and the expected reasons by line number.
+    """
+    good = mixed_prompts(12, tag="m")
+    good.append({"prompt": "no id: my line number is my id"})
+    good.append(
+        {
+            "custom_id": "extra",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "gpt-4o",
+                "messages": [{"role": "user", "content": "x"}],
+                "temperature": 0,
+            },
+            "note": "kept",
+        }
+    )
+    bad: list[tuple[bytes, str]] = [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"id": "np"}', "no prompt or messages"),
+        (b'{"id": "ep", "prompt": "  "}', "prompt is empty"),
+        (b'{"id": "wt", "prompt": 42}', "prompt must be a string"),
+        (b'{"id": "ur", "messages": [{"role": "robot", "content": "x"}]}', "unknown role"),
+        (b'{"id": "um", "prompt": "x", "model": "gpt-5"}', "unknown model"),
+        (b'{"id": "m0", "prompt": "duplicate of the first line"}', "duplicate id 'm0'"),
+        (b'{"id": "iu", "prompt": "caf\xe9"}', "invalid UTF-8"),
+        (
+            json.dumps({"prompt": "y" * MAX_LINE, "id": "long"}).encode(),
+            f"longer than {MAX_LINE} bytes",
+        ),
+        (
+            json.dumps(
+                {
+                    "custom_id": "emb",
+                    "method": "POST",
+                    "url": "/v1/embeddings",
+                    "body": {"input": "x"},
+                }
+            ).encode(),
+            "is not supported",
+        ),
+        (
+            json.dumps(
+                {
+                    "id": "img",
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "image_url", "image_url": {"url": "https://x/y.png"}}
+                            ],
+                        }
+                    ],
+                }
+            ).encode(),
+            "only text parts",
+        ),
+    ]
+    chunks: list[bytes] = [b"\xef\xbb\xbf"]  # a BOM
+    good_lines: dict[int, dict[str, Any]] = {}
+    reasons: dict[int, str] = {}
+    number = 0
+    for n in range(max(len(good), len(bad))):
+        if n < len(good):
+            number += 1
+            chunks.append(json.dumps(good[n]).encode() + b"\r\n")
+            good_lines[number] = good[n]
+        if n < len(bad):
+            number += 1
+            chunks.append(bad[n][0] + b"\n")
+            reasons[number] = bad[n][1]
+        if n % 4 == 0:
+            number += 1
+            chunks.append(b"   \n")
+    path = tmp / "prompts.jsonl"
+    path.write_bytes(b"".join(chunks))
+    return path, good_lines, reasons
+
+
 def line_id(obj: dict[str, Any], line: int) -> Any:
     """The id a run gives an input line."""
     return obj.get("id", obj.get("custom_id", line))
-
-
-class RequestSampler:
-    """Samples the emulator's request count (GETs + POSTs) every `interval` seconds in a thread."""
-
-    def __init__(self, stats_of: Any, interval: float = 0.05) -> None:
-        self._stats_of = stats_of
-        self._interval = interval
-        self._done = threading.Event()
-        self.samples: list[tuple[float, int]] = []
-        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
-
-    def _run(self) -> None:
-        while not self._done.is_set():
-            stats = self._stats_of()
-            self.samples.append((time.monotonic(), stats.requests))
-            self._done.wait(self._interval)
-
-    def __enter__(self) -> RequestSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._done.set()
-        self._thread.join(5)
-
-    def count_at(self, moment: float) -> int:
-        """Requests seen by `moment` (the last sample taken at or before it)."""
-        seen = 0
-        for at, count in self.samples:
-            if at > moment:
-                break
-            seen = count
-        return seen
-
-    def first_request_at(self) -> float:
-        return next(at for at, count in self.samples if count > 0)
 
 
 # results ----------------------------------------------------------------------------------------

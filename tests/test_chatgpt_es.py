@@ -227,15 +227,17 @@ async def test_each_call_uses_its_own_session(emulator) -> None:
 
 
 async def test_the_event_loop_is_never_blocked(emulator) -> None:
-    """50 prompts against 0.5 s latency: sequential would take 25 s, concurrent well under 5."""
+    """50 prompts against 0.5 s latency: a heartbeat on the loop keeps beating while they wait."""
     emulator.configure(latency=0.5)
     gaps: list[float] = []
+    seen_in_flight: list[int] = []
     done = asyncio.Event()
 
     async def heartbeat() -> None:
         last = time.monotonic()
         while not done.is_set():
             await asyncio.sleep(0.01)
+            seen_in_flight.append(emulator.stats.in_flight)
             now = time.monotonic()
             gaps.append(now - last)
             last = now
@@ -245,18 +247,19 @@ async def test_the_event_loop_is_never_blocked(emulator) -> None:
         return await emulator.provider.create_async("gpt-4o", messages, timeout=20)
 
     beat = asyncio.create_task(heartbeat())
-    start = time.monotonic()
     try:
         answers = await asyncio.gather(*(ask(n) for n in range(50)))
     finally:
         done.set()
         await beat
-    elapsed = time.monotonic() - start
 
     assert answers == [expected_answer(sent(f"prompt {n}")) for n in range(50)]
-    assert elapsed < 5.0
+    assert emulator.stats.max_in_flight >= 10  # asked concurrently, not one after another
+    # The loop ran while ten requests waited at the site: no request holds it while it waits.
+    assert max(seen_in_flight) >= 10
+    # What no counter can say: the loop never stalled for long in between (a blocking parse or
+    # a synchronous call). A bound of time, generous for a noisy machine.
     assert max(gaps) < 1.0
-    assert emulator.stats.max_in_flight >= 10
 
 
 # the AIPKit chat ----------------------------------------------------------------------------------

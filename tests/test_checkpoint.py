@@ -20,6 +20,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import CLI, batchgpt, run_args, write_prompts
 
 from batchgpt.checkpoint import (
     Checkpoint,
@@ -384,6 +385,43 @@ def test_a_garbled_checkpoint_asks_for_restart(tmp: Path) -> None:
     path.write_bytes(b'{"version": 1, "inp')
     with pytest.raises(InputChangedError, match="--restart"):
         Checkpoint.load(path)
+
+
+@pytest.mark.parametrize("version", [0, 2, 99, "1", None])
+def test_a_checkpoint_of_another_version_is_refused_naming_the_file(
+    tmp: Path, version: object
+) -> None:
+    path = tmp / "out.jsonl.ckpt"
+    state = json.loads(Checkpoint("p.jsonl", {"sha256": "0", "size": 0}, {}).dump())
+    state["version"] = version
+    path.write_text(json.dumps(state))
+    with pytest.raises(InputChangedError) as caught:
+        Checkpoint.load(path)
+    message = caught.value.message
+    assert str(path) in message
+    assert f"version {version!r}" in message
+    assert "delete the checkpoint" in message
+    assert caught.value.exit_code == 2
+
+
+def test_run_and_status_refuse_a_checkpoint_of_another_version_touching_nothing(
+    tmp: Path,
+) -> None:
+    prompts = tmp / "prompts.jsonl"
+    write_prompts(prompts, 3)
+    output = tmp / "prompts.results.jsonl"
+    output.write_bytes(result_line(1))
+    checkpoint = tmp / "prompts.results.jsonl.ckpt"
+    state = json.loads(Checkpoint(str(prompts), file_fingerprint(prompts), {}).dump())
+    checkpoint.write_text(json.dumps({**state, "version": 2}))
+    before = {p.name: p.read_bytes() for p in tmp.iterdir()}
+
+    for args in (run_args(prompts, "http://127.0.0.1:9"), [*CLI, "status", str(prompts)]):
+        refused = batchgpt(args)
+        assert refused.returncode == 2, refused.stderr
+        assert f"checkpoint {checkpoint} is unreadable (version 2" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert {p.name: p.read_bytes() for p in tmp.iterdir() if p.suffix != ".lock"} == before
 
 
 # fingerprint ----------------------------------------------------------------------------------

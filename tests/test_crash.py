@@ -184,12 +184,12 @@ def test_a_second_run_exits_75_at_once_and_touches_nothing(emulator, tmp: Path, 
         os.kill(holder.pid, signal.SIGSTOP)  # freeze the holder so any change would be the loser's
         settle(emulator)
         before, posts = snapshot(tmp), emulator.stats.posts
-        started = time.monotonic()
 
+        # At once: the holder is stopped, so a run that waited for the lock would never end
+        # and `batchgpt` would raise at its timeout.
         second = batchgpt(args, timeout=20)
 
         assert second.returncode == 75, second.stderr
-        assert time.monotonic() - started < 10
         assert f"pid {holder.pid}" in second.stderr
         assert snapshot(tmp) == before
         assert emulator.stats.posts == posts
@@ -240,11 +240,10 @@ def test_a_signal_drains_exits_and_resumes(emulator, tmp: Path, sig: int, code: 
     process = spawn(args)
     assert wait_for(lambda: complete_lines(output) >= CONCURRENCY, 20)
     os.kill(process.pid, sig)
-    signalled = time.monotonic()
     exit_code, _, err = finish(process, timeout=20)
     assert exit_code == code, err
-    assert time.monotonic() - signalled < 10
-    assert signal.Signals(sig).name in err
+    assert f"{signal.Signals(sig).name}: stopped dispatching; waiting up to 3 s" in err
+    assert "the drain deadline passed" not in err  # what was in flight finished within it
     assert_clean_prefix(output)
     assert output.read_bytes().endswith(b"\n")
     settle(emulator)
@@ -273,11 +272,10 @@ def test_a_second_signal_exits_at_once_and_the_job_still_resumes(
     time.sleep(0.5)
     assert process.poll() is None  # draining: the requests in flight take 3 s
     os.kill(process.pid, signal.SIGTERM)
-    second = time.monotonic()
     exit_code, _, err = finish(process, timeout=20)
     assert exit_code == 143, err
-    assert time.monotonic() - second < 2
     assert "second SIGTERM" in err
+    assert complete_lines(output) == 0  # it did not wait for the requests in flight (3 s)
     assert_clean_prefix(output)
 
     emulator.configure(latency=0.0)
@@ -298,12 +296,38 @@ def test_the_drain_deadline_cuts_requests_that_take_too_long(emulator, tmp: Path
     process = spawn(args)
     assert wait_for(lambda: emulator.stats.in_flight >= CONCURRENCY, 20)
     os.kill(process.pid, signal.SIGTERM)
-    signalled = time.monotonic()
     exit_code, _, err = finish(process, timeout=20)
     assert exit_code == 143, err
-    assert time.monotonic() - signalled < 2.5
+    assert "waiting up to 0.5 s" in err
+    assert "the drain deadline passed" in err  # cut at the deadline, not when they answered
     assert complete_lines(output) == 0
     assert read_results(output) == []
+
+    emulator.configure(latency=0.0)
+    resumed = batchgpt(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exactly_once(output, ids)
+    settle(emulator)
+    assert answered(emulator) - len(ids) <= CONCURRENCY  # only the cut requests were repeated
+
+
+@pytest.mark.emulator_config(latency=3.0)
+def test_drain_timeout_0_stops_at_once_cutting_requests_in_flight(
+    emulator, tmp: Path, spawn
+) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, 20)
+    args = run_args(
+        prompts, emulator.url, "--concurrency", str(CONCURRENCY), "--drain-timeout", "0"
+    )
+    process = spawn(args)
+    assert wait_for(lambda: emulator.stats.in_flight >= CONCURRENCY, 20)
+    os.kill(process.pid, signal.SIGTERM)
+    exit_code, _, err = finish(process, timeout=20)
+    assert exit_code == 143, err
+    assert "waiting up to 0 s" in err
+    assert "the drain deadline passed" in err
+    assert complete_lines(output) == 0  # no drain: the 3 s requests in flight were cut
 
     emulator.configure(latency=0.0)
     resumed = batchgpt(args)
@@ -323,10 +347,11 @@ def test_a_signal_while_the_site_is_down_still_stops_in_time(emulator, tmp: Path
     process = spawn(args)
     assert wait_for(lambda: emulator.stats.gets >= 5, 20)  # failing and backing off
     os.kill(process.pid, signal.SIGTERM)
-    signalled = time.monotonic()
     exit_code, _, err = finish(process, timeout=20)
     assert exit_code == 143, err
-    assert time.monotonic() - signalled < 5
+    # Stopped by the drain deadline, not by the breaker giving up (300 s) or retries running out.
+    assert "the drain deadline passed" in err
+    assert "unreachable" not in err
     assert read_results(output) == []  # nothing recorded as an error: the prompts wait
 
     emulator.configure(down=False)
@@ -450,51 +475,3 @@ def test_a_finished_job_sends_nothing_and_exits_0(emulator, tmp: Path) -> None:
     assert (emulator.stats.posts, emulator.stats.gets) == (posts, gets)
     assert output.read_bytes() == data
     assert_exactly_once(output, ids)
-
-
-# status -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.emulator_config(latency=0.2)
-def test_status_reports_done_errors_remaining_and_the_running_holder(
-    emulator, tmp: Path, spawn
-) -> None:
-    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
-    ids = write_prompts(prompts, 16)
-    with prompts.open("a") as stream:
-        stream.write(json.dumps({"id": "c1", "prompt": "one [captcha]"}) + "\n")
-        stream.write("this is not json\n")
-        stream.write(json.dumps({"id": "c2", "prompt": "two [captcha]"}) + "\n")
-        stream.write(json.dumps({"id": "s1", "prompt": "bad [site-error]"}) + "\n")
-    total = len(ids) + 4
-    args = run_args(prompts, emulator.url, "--concurrency", "2")
-    process = spawn(args)
-    try:
-        assert wait_for(lambda: complete_lines(output) >= 2, 20)
-        running = batchgpt([*CLI, "status", str(prompts), "--json"])
-        assert running.returncode == 0, running.stderr
-        report = json.loads(running.stdout)
-        assert report["running"] == f"pid {process.pid} on {os.uname().nodename}"
-        assert report["output"] == str(output)
-        assert 0 < report["done"] < total
-        assert report["remaining"] == total - report["done"]
-    finally:
-        code, _, err = finish(process)
-    assert code == 1, err
-
-    for path in (prompts, output):
-        text = batchgpt([*CLI, "status", str(path)])
-        assert text.returncode == 0, text.stderr
-        assert f"done:      {total} ({len(ids)} ok)" in text.stdout
-        assert "errors:    4 (captcha 2, invalid_input 1, site_error 1)" in text.stdout
-        assert "remaining: 0" in text.stdout
-        assert "running:   no" in text.stdout
-        report = json.loads(batchgpt([*CLI, "status", str(path), "--json"]).stdout)
-        assert report["errors"] == {"captcha": 2, "invalid_input": 1, "site_error": 1}
-        assert (report["done"], report["ok"], report["remaining"]) == (total, len(ids), 0)
-        assert report["running"] is None
-
-    posts = emulator.stats.posts
-    again = batchgpt(args)  # finished with error records: exit 1, nothing sent
-    assert again.returncode == 1, again.stderr
-    assert emulator.stats.posts == posts

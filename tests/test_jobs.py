@@ -249,7 +249,7 @@ def test_proxy_credentials_appear_nowhere(emulator, tmp: Path, closed_port: int)
     prompts = tmp / "prompts.jsonl"
     write_prompts(prompts, 30)
     proxy = f"http://user:secret@127.0.0.1:{closed_port}"
-    base = run_args(prompts, emulator.url, "--proxy", proxy, "--give-up-after", "3")
+    base = run_args(prompts, emulator.url, "--proxy", proxy, "--give-up-after", "1")
     seen: list[str] = []
 
     preview = batchgpt([*base, "--dry-run"])

@@ -98,7 +98,9 @@ def test_a_banned_proxy_is_benched_and_the_others_carry_the_run(emulator, tmp: P
         )
     assert done.returncode == 0, done.stderr
     assert_exactly_once(tmp / "prompts.results.jsonl", ids)
-    assert banned.requests <= 3 * 2, "a banned proxy is benched at its first refusal"
+    # Benched at its first refusal: the page, then at most one prompt per worker in flight then
+    # (AIPKit: its cache POST and the refused stream GET).
+    assert banned.requests <= 1 + 2 * 4, banned.requests
     assert good.requests >= 30
 
 
