@@ -8,6 +8,7 @@
   middle stops the run (exit 2) unless `repair` drops it, a line repeated for one input line counts
   as corruption. What it read is the done set: input lines are skipped by number.
 - `JobLock` holds an flock on OUTPUT.lock for the whole run; the kernel drops it even after kill -9.
+  OUTPUT is its real path (config.real_path), so any name of the file reaches the same lock.
 - `Checkpoint` is the checkpoint file's content, a versioned record; `Checkpoint.load` refuses an
   unknown version or shape by name, since the output alone is enough to resume.
 """

@@ -202,6 +202,54 @@ def test_a_second_run_exits_75_at_once_and_touches_nothing(emulator, tmp: Path, 
     assert "running:   no" in batchgpt([*CLI, "status", str(output)]).stdout
 
 
+@pytest.mark.emulator_config(latency=0.1)
+def test_the_lock_holds_whatever_path_names_the_output(emulator, tmp: Path, spawn) -> None:
+    real, other = tmp / "d", tmp / "e"
+    real.mkdir()
+    other.mkdir()
+    prompts, output = real / "prompts.jsonl", real / "out.jsonl"
+    ids = write_prompts(prompts, 60)
+    (other / "link.jsonl").symlink_to(output)
+    (other / "dlink").symlink_to(real, target_is_directory=True)
+    common = ("--concurrency", str(CONCURRENCY))
+    holder = spawn(run_args(prompts, emulator.url, "-o", str(output), *common))
+    names = {
+        "a symlink to the output": (str(other / "link.jsonl"), None),
+        "a relative path": ("../d/out.jsonl", other),
+        "a symlinked folder": (str(other / "dlink" / "out.jsonl"), None),
+        "--restart --yes through a symlink": (str(other / "link.jsonl"), None),
+    }
+    try:
+        assert wait_for(lambda: complete_lines(output) >= 4, 20)
+        os.kill(holder.pid, signal.SIGSTOP)
+        settle(emulator)
+        before, listed, posts = snapshot(real), sorted(os.listdir(other)), emulator.stats.posts
+        for how, (name, cwd) in names.items():
+            extra = ("--restart", "--yes") if how.startswith("--restart") else ()
+            second = batchgpt(
+                run_args(prompts, emulator.url, "-o", name, *common, *extra), cwd=cwd, timeout=20
+            )
+            assert second.returncode == 75, (how, second.stderr)
+            assert f"pid {holder.pid}" in second.stderr, how
+            assert snapshot(real) == before, how
+            assert sorted(os.listdir(other)) == listed, how
+            assert emulator.stats.posts == posts, how
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+    code, _, err = finish(holder)
+    assert code == 0, err
+    assert_exactly_once(output, ids)
+
+    posts, data = emulator.stats.posts, output.read_bytes()
+    again = batchgpt(run_args(prompts, emulator.url, "-o", str(other / "link.jsonl"), *common))
+    assert again.returncode == 0, again.stderr  # the real output's checkpoint: nothing to do
+    assert emulator.stats.posts == posts
+    assert output.read_bytes() == data
+    assert sorted(os.listdir(other)) == ["dlink", "link.jsonl"]
+    status = batchgpt([*CLI, "status", str(other / "link.jsonl"), "--json"])
+    assert json.loads(status.stdout)["done"] == len(ids), status.stderr
+
+
 @pytest.mark.emulator_config(latency=0.15)  # ~3 s of work: the runs overlap even under load
 def test_two_runs_started_together_one_proceeds_the_other_exits_75(
     emulator, tmp: Path, spawn
