@@ -110,16 +110,39 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def summary_lines(stats: RunStats, output: str) -> list[str]:
-    """The end-of-run summary."""
+def summary_lines(stats: RunStats, output: str) -> list[tuple[str, dict[str, Any]]]:
+    """The end-of-run summary: each line's text, and its numbers for a JSON log."""
     elapsed = time.monotonic() - stats.started
     errors = ", ".join(f"{kind} {count}" for kind, count in stats.total_errors.most_common())
     p50, p95 = stats.percentiles(0.50, 0.95)
     latency = f"p50 {p50} ms, p95 {p95} ms" if p50 is not None else "no requests"
+    rate = stats.written / max(elapsed, 1e-9)
+    this_run = {
+        "summary": "this_run",
+        "written": stats.written,
+        "ok": stats.ok,
+        "errors": dict(stats.errors),
+        "seconds": round(elapsed, 3),
+        "retries": stats.retries,
+        "p50_ms": p50,
+        "p95_ms": p95,
+    }
+    in_output = {
+        "summary": "output",
+        "ok": stats.total_ok,
+        "errors": dict(stats.total_errors),
+        "output": output,
+    }
     return [
-        f"this run: {stats.written} results ({stats.ok} ok) in {elapsed:.1f} s, "
-        f"{stats.written / max(elapsed, 1e-9):.1f} prompts/s, {stats.retries} retries, {latency}",
-        f"output: {stats.total_ok} ok, {sum(stats.total_errors.values())} errors"
-        + (f" ({errors})" if errors else "")
-        + f" → {output}",
+        (
+            f"this run: {stats.written} results ({stats.ok} ok) in {elapsed:.1f} s, "
+            f"{rate:.1f} prompts/s, {stats.retries} retries, {latency}",
+            this_run,
+        ),
+        (
+            f"output: {stats.total_ok} ok, {sum(stats.total_errors.values())} errors"
+            + (f" ({errors})" if errors else "")
+            + f" → {output}",
+            in_output,
+        ),
     ]

@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -44,6 +47,36 @@ def cli_env(**extra: str) -> dict[str, str]:
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra)
     return env
+
+
+#: Runs a command as `nobody` (tests run as root, whom permissions do not stop). It keeps only
+#: CAP_DAC_READ_SEARCH, to reach the Python under /root; writing obeys permissions as for anyone.
+AS_NOBODY = [
+    "setpriv",
+    "--reuid=nobody",
+    "--regid=nogroup",
+    "--clear-groups",
+    "--inh-caps=+dac_read_search",
+    "--ambient-caps=+dac_read_search",
+]
+
+
+@pytest.fixture(name="public_tmp")
+def public_tmp_fixture() -> Iterator[Path]:
+    """A temp folder that `nobody` can reach (pytest's own are private to root); import
+    `public_tmp_fixture` into a test module to use it."""
+    folder = Path(tempfile.mkdtemp(prefix="batchgpt-test-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def nobody_owns(*paths: Path) -> None:
+    """Make `nobody` the owner of `paths` (folders it may write in)."""
+    for path in paths:
+        os.chown(path, pwd.getpwnam("nobody").pw_uid, -1)
 
 
 def run_args(input_path: Path, url: str, *extra: str) -> list[str]:

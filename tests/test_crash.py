@@ -43,6 +43,19 @@ def settle(emulator, timeout: float = 10.0) -> None:
     assert wait_for(lambda: emulator.stats.in_flight == 0, timeout), "requests still in flight"
 
 
+def quiesce(emulator, quiet: float = 0.3, timeout: float = 10.0) -> None:
+    """After SIGSTOP: wait until requests the stopped run had already sent have all arrived
+    (nothing in flight and no new request for `quiet` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        settle(emulator, timeout)
+        seen = emulator.stats.posts + emulator.stats.gets
+        time.sleep(quiet)
+        if emulator.stats.in_flight == 0 and emulator.stats.posts + emulator.stats.gets == seen:
+            return
+    raise AssertionError("the stopped run's requests kept arriving")
+
+
 def assert_clean_prefix(path: Path) -> bytes:
     """Everything up to the last line end parses as result lines; returns those bytes."""
     data = path.read_bytes() if path.exists() else b""
@@ -178,7 +191,7 @@ def test_a_second_run_exits_75_at_once_and_touches_nothing(emulator, tmp: Path, 
     try:
         assert wait_for(lambda: complete_lines(output) >= 4, 20)
         os.kill(holder.pid, signal.SIGSTOP)  # freeze the holder so any change would be the loser's
-        settle(emulator)
+        quiesce(emulator)
         before, posts = snapshot(tmp), emulator.stats.posts
         started = time.monotonic()
 
@@ -222,7 +235,7 @@ def test_the_lock_holds_whatever_path_names_the_output(emulator, tmp: Path, spaw
     try:
         assert wait_for(lambda: complete_lines(output) >= 4, 20)
         os.kill(holder.pid, signal.SIGSTOP)
-        settle(emulator)
+        quiesce(emulator)
         before, listed, posts = snapshot(real), sorted(os.listdir(other)), emulator.stats.posts
         for how, (name, cwd) in names.items():
             extra = ("--restart", "--yes") if how.startswith("--restart") else ()
@@ -419,13 +432,14 @@ def test_a_changed_input_is_refused_until_restart(emulator, tmp: Path, spawn) ->
     os.kill(partial.pid, signal.SIGKILL)
     partial.wait(10)
     settle(emulator)
-    ids = write_prompts(prompts, 41)  # one more line: another file
+    ids = write_prompts(prompts, 41, extra=" (edited)")  # every line edited, and one more
     before = snapshot(tmp, lock=False)
 
     changed = batchgpt(args)
     assert changed.returncode == 2, changed.stderr
     assert str(prompts) in changed.stderr
-    assert "changed" in changed.stderr
+    assert "changed since the checkpoint: its first" in changed.stderr
+    assert "not only appended to" in changed.stderr
     assert "--restart" in changed.stderr
     assert snapshot(tmp, lock=False) == before
 
@@ -437,7 +451,7 @@ def test_a_changed_input_is_refused_until_restart(emulator, tmp: Path, spawn) ->
     emulator.configure(latency=0.0)
     restarted = batchgpt([*args, "--restart", "--yes"])
     assert restarted.returncode == 0, restarted.stderr
-    assert_exactly_once(output, ids)
+    assert_exactly_once(output, ids, extra=" (edited)")
 
 
 # --retry-errors and finished jobs ---------------------------------------------------------------
