@@ -454,6 +454,68 @@ def test_a_changed_input_is_refused_until_restart(emulator, tmp: Path, spawn) ->
     assert_exactly_once(output, ids, extra=" (edited)")
 
 
+def prompt_line(record_id: str) -> str:
+    return json.dumps({"id": record_id, "prompt": prompt_text(record_id)}) + "\n"
+
+
+@pytest.mark.emulator_config(latency=0.2)
+def test_lines_appended_mid_run_wait_for_the_next_run_which_processes_them(
+    emulator, tmp: Path, spawn
+) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    first = write_prompts(prompts, 20)
+    args = run_args(prompts, emulator.url, "--concurrency", "2")
+    process = spawn(args)
+    assert wait_for(lambda: complete_lines(output) >= 2, 20)
+    appended = [f"new{n}" for n in range(5)]
+    half = prompt_line("half")
+    with prompts.open("a") as stream:  # as `cat more.jsonl >> prompts.jsonl` would, mid-write
+        stream.write("".join(map(prompt_line, appended)) + half[:25])
+    assert process.poll() is None, "the run ended before the lines were appended"
+
+    code, _, err = finish(process)
+
+    assert code == 0, err
+    assert_exactly_once(output, first)  # neither the new lines nor the half line
+    assert emulator.stats.posts == len(first)
+
+    with prompts.open("a") as stream:
+        stream.write(half[25:])
+    grown = batchgpt(args)
+    assert grown.returncode == 0, grown.stderr
+    assert "grew since the checkpoint" in grown.stderr
+    assert_exactly_once(output, [*first, *appended, "half"])
+    assert emulator.stats.posts == len(first) + len(appended) + 1
+
+    with prompts.open("a") as stream:  # a finished job, and cron adds tonight's prompts
+        stream.write(prompt_line("tonight"))
+    again = batchgpt(args)
+    assert again.returncode == 0, again.stderr
+    assert_exactly_once(output, [*first, *appended, "half", "tonight"])
+    assert emulator.stats.posts == len(first) + len(appended) + 2
+
+
+def test_an_edited_byte_is_refused_even_when_lines_were_appended(emulator, tmp: Path) -> None:
+    prompts = tmp / "prompts.jsonl"
+    write_prompts(prompts, 10)
+    args = run_args(prompts, emulator.url)
+    assert batchgpt(args).returncode == 0
+    data = prompts.read_bytes()
+    edited = data.replace(b"seven", b"eight", 1)
+    for changed, what in [
+        (edited, "its content differs (sha256"),
+        (edited + prompt_line("more").encode(), "its first"),
+        (data[:-1], "it is shorter"),
+    ]:
+        prompts.write_bytes(changed)
+        before, posts = snapshot(tmp, lock=False), emulator.stats.posts
+        refused = batchgpt(args)
+        assert refused.returncode == 2, refused.stderr
+        assert f"{prompts} changed since the checkpoint: {what}" in refused.stderr
+        assert snapshot(tmp, lock=False) == before
+        assert emulator.stats.posts == posts
+
+
 # --retry-errors and finished jobs ---------------------------------------------------------------
 
 
