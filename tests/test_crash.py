@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import random
 import resource
+import select
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from support import (
     CLI,
     assert_exactly_once,
     batchgpt,
+    cli_env,
     complete_lines,
     finish,
     message_of,
@@ -30,6 +34,8 @@ from support import (
     wait_for,
     write_prompts,
 )
+
+from batchgpt.formats import Result, encode
 
 CONCURRENCY = 4
 
@@ -388,6 +394,140 @@ def test_a_signal_while_the_site_is_down_still_stops_in_time(emulator, tmp: Path
     resumed = batchgpt(args)
     assert resumed.returncode == 0, resumed.stderr
     assert_exactly_once(output, ids)
+
+
+def being_read(pid: int, path: Path) -> bool:
+    """Whether process `pid` has `path` open read-only and part-way through (from /proc)."""
+    size = path.stat().st_size
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) != str(path):
+                continue
+            info = dict(
+                line.split(":\t", 1)
+                for line in Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text().splitlines()
+                if ":\t" in line
+            )
+        except OSError:  # closed meanwhile
+            continue
+        if int(info["flags"], 8) & os.O_ACCMODE == os.O_RDONLY and 0 < int(info["pos"]) < size:
+            return True
+    return False
+
+
+def process_state(pid: int) -> str:
+    """R (running), S (asleep, e.g. waiting to read) … from /proc/PID/stat."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+def signal_while(process, condition, sig: int) -> None:
+    """Send `sig` to `process` as soon as `condition()` holds (polled without pause)."""
+    assert wait_for(condition, 60, interval=0.0005), "the moment to signal never came"
+    os.kill(process.pid, sig)
+
+
+BLANK_LINES = 2_000_000  # 200 MB of whitespace lines: long to read, nothing to send
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_the_scan_of_a_large_input_stops_it_touching_nothing(
+    emulator, tmp: Path, sig: int, code: int, spawn
+) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, 20)
+    with prompts.open("ab") as stream:
+        block = (b" " * 99 + b"\n") * 10_000
+        for _ in range(BLANK_LINES // 10_000):
+            stream.write(block)
+    args = run_args(prompts, emulator.url)
+    checkpoint = Path(f"{output}.ckpt")
+    process = spawn(args)
+
+    signal_while(
+        process,
+        lambda: being_read(process.pid, prompts) and not checkpoint.exists(),
+        sig,
+    )
+    exit_code, _, err = finish(process)
+
+    assert exit_code == code, err
+    assert "Traceback" not in err
+    assert not output.exists() and not checkpoint.exists(), "stopped only after the scan"
+    assert emulator.stats.posts == 0
+    resumed = batchgpt(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exactly_once(output, ids)
+
+
+def test_a_signal_during_output_recovery_stops_it_touching_nothing(
+    emulator, tmp: Path, spawn
+) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, 200_020)
+    done = ids[:-20]
+    with output.open("wb") as stream:
+        for line, record_id in enumerate(done, start=1):
+            result = Result(record_id, line, "gpt-4o", response=f"answer {line}", attempts=1)
+            stream.write(encode(result, "native"))
+    data = output.read_bytes()
+    args = run_args(prompts, emulator.url)
+    checkpoint = Path(f"{output}.ckpt")
+    process = spawn(args)
+
+    signal_while(process, lambda: being_read(process.pid, output), signal.SIGTERM)
+    exit_code, _, err = finish(process)
+
+    assert exit_code == 143, err
+    assert "Traceback" not in err
+    assert output.read_bytes() == data
+    assert not checkpoint.exists(), "stopped only after recovery"
+    assert emulator.stats.posts == 0
+    resumed = batchgpt(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exactly_once(output, ids, all_ok=False)
+    assert emulator.stats.posts == 20
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_before_the_run_begins_exits_130_or_143(
+    emulator, tmp: Path, sig: int, code: int
+) -> None:
+    prompts = tmp / "prompts.jsonl"
+    write_prompts(prompts, 5)
+    args = run_args(prompts, emulator.url)
+    assert batchgpt(args).returncode == 0
+    before = snapshot(tmp)
+    terminal, other_end = pty.openpty()  # --restart asks on a terminal: the run waits there
+    process = subprocess.Popen(
+        [*args, "--restart"],
+        stdin=other_end,
+        stdout=other_end,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+        text=True,
+    )
+    os.close(other_end)
+    try:
+        asked = b""
+        deadline = time.monotonic() + 30
+        while b"start over?" not in asked and time.monotonic() < deadline:
+            if select.select([process.stderr], [], [], 1)[0]:
+                if not (chunk := os.read(process.stderr.fileno(), 1024)):
+                    break  # it ended without asking
+                asked += chunk
+        assert b"start over?" in asked, asked
+        # A signal between the prompt and the read would only be seen after a key is pressed.
+        assert wait_for(lambda: process_state(process.pid) == "S", 30), "it never waited"
+        os.kill(process.pid, sig)
+        exit_code, _, err = finish(process)
+    finally:
+        os.close(terminal)
+
+    assert exit_code == code, err
+    assert f"stopped by {signal.Signals(sig).name}" in err
+    assert "Traceback" not in err
+    assert snapshot(tmp) == before
+    assert emulator.stats.posts == 5
 
 
 # disk full --------------------------------------------------------------------------------------
