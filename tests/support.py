@@ -362,10 +362,14 @@ _HOP_BY_HOP = frozenset(
 
 
 class ForwardProxy:
-    """A plain-HTTP forward proxy: absolute-form requests are sent on; `requests` counts them."""
+    """A plain-HTTP forward proxy: absolute-form requests are sent on; `requests` counts them.
 
-    def __init__(self) -> None:
+    With `upstream` it is a reverse proxy instead: a site of its own whose every request is sent
+    on to `upstream` (Host unchanged, so the pages name the proxy's address)."""
+
+    def __init__(self, upstream: str | None = None) -> None:
         self.requests = 0
+        self.upstream = upstream
         self._client: aiohttp.ClientSession | None = None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -374,7 +378,8 @@ class ForwardProxy:
             self._client = aiohttp.ClientSession(
                 auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
             )
-        target = str(request.url)  # absolute-form: the whole target URL is in the request line
+        # absolute-form: the whole target URL is in the request line
+        target = str(request.url) if self.upstream is None else self.upstream + request.path_qs
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
         body = await request.read()
         async with self._client.request(
@@ -398,9 +403,10 @@ class ForwardProxy:
 
 
 @contextmanager
-def running_proxy() -> Iterator[tuple[ForwardProxy, str]]:
-    """Serve a `ForwardProxy` on a free loopback port from a thread; yield it and its URL."""
-    proxy = ForwardProxy()
+def running_proxy(proxy: ForwardProxy | None = None) -> Iterator[tuple[ForwardProxy, str]]:
+    """Serve `proxy` (a new `ForwardProxy` by default) on a free loopback port from a thread;
+    yield it and its URL."""
+    proxy = proxy or ForwardProxy()
     loop = asyncio.new_event_loop()
     started: dict[str, Any] = {}
     ready = threading.Event()

@@ -594,6 +594,65 @@ def test_a_changed_input_is_refused_until_restart(emulator, tmp: Path, spawn) ->
     assert_exactly_once(output, ids, extra=" (edited)")
 
 
+def test_restart_without_yes_and_stdin_closed_exits_2_asking_for_yes(emulator, tmp: Path) -> None:
+    prompts = tmp / "prompts.jsonl"
+    write_prompts(prompts, 5)
+    args = run_args(prompts, emulator.url)
+    assert batchgpt(args).returncode == 0
+    before = snapshot(tmp, lock=False)
+
+    closed = subprocess.run(  # as `batchgpt run … --restart <&-` from a scheduler
+        [*args, "--restart"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=lambda: os.close(0),
+    )
+
+    assert closed.returncode == 2, closed.stderr
+    assert "add --yes" in closed.stderr
+    assert "Traceback" not in closed.stderr
+    assert snapshot(tmp, lock=False) == before
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b'{"version":1,"input":5}', b"[]", b"null", b"\x00\x01 not json", b""],
+    ids=["input-is-a-number", "list", "null", "binary", "empty"],
+)
+@pytest.mark.emulator_config(latency=0.1)
+def test_an_unreadable_checkpoint_exits_2_naming_it_and_the_output_alone_resumes(
+    emulator, tmp: Path, garbage: bytes, spawn
+) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    checkpoint = Path(f"{output}.ckpt")
+    ids = write_prompts(prompts, 30)
+    args = run_args(prompts, emulator.url, "--concurrency", "2")
+    partial = spawn(args)
+    assert wait_for(lambda: complete_lines(output) >= 3, 20)
+    os.kill(partial.pid, signal.SIGKILL)
+    partial.wait(10)
+    settle(emulator)
+    emulator.configure(latency=0.0)
+    checkpoint.write_bytes(garbage)
+    before, posts = snapshot(tmp, lock=False), emulator.stats.posts
+
+    refused = batchgpt(args)
+
+    assert refused.returncode == 2, refused.stderr
+    assert f"checkpoint {checkpoint} is unreadable" in refused.stderr
+    assert "delete the checkpoint" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert snapshot(tmp, lock=False) == before
+    assert emulator.stats.posts == posts
+    checkpoint.unlink()
+    resumed = batchgpt(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exactly_once(output, ids)
+
+
 def prompt_line(record_id: str) -> str:
     return json.dumps({"id": record_id, "prompt": prompt_text(record_id)}) + "\n"
 
