@@ -11,6 +11,11 @@
   OUTPUT is its real path (config.real_path), so any name of the file reaches the same lock.
 - `Checkpoint` is the checkpoint file's content, a versioned record; `Checkpoint.load` refuses an
   unknown version or shape by name, since the output alone is enough to resume.
+- `scan_input` fingerprints exactly the bytes a run will read (sha256 and size); a resume whose
+  input only grew (its first `size` bytes as before, ending a line) goes on with the new lines,
+  any other change is refused. Scan and recovery stop (`Interrupted`) when asked, changing nothing.
+- Every OSError on these files becomes a JobError naming the file (errors.file_error): exit 74,
+  or 2 for a path the user must fix.
 """
 
 from __future__ import annotations

@@ -176,6 +176,29 @@ def test_an_io_error_cutting_a_torn_tail_exits_74_and_a_later_run_cuts_it(
     assert_exactly_once(output, ids)
 
 
+@pytest.mark.emulator_config(truncate_rate=1.0)
+def test_an_io_error_rewriting_the_output_exits_74_and_leaves_it_whole(
+    emulator, tmp: Path, shim: Path
+) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "out.jsonl"
+    ids = write_prompts(prompts, 10)
+    args = run_args(prompts, emulator.url, "-o", str(output), "--retries", "0")
+    assert batchgpt(args).returncode == 1  # every answer cut: retryable error records
+    emulator.configure(truncate_rate=0.0)
+    before, posts = output.read_bytes(), emulator.stats.posts
+
+    failed = batchgpt([*args, "--retry-errors"], env=faulty(shim, ".rewrite.tmp", "fsync"))
+
+    assert failed.returncode == 74, failed.stderr
+    assert_one_line_error(failed.stderr, f"cannot rewrite {output}: I/O error")
+    assert output.read_bytes() == before
+    assert not list(tmp.glob(".*.tmp")), "the rewrite's temp file was left behind"
+    assert emulator.stats.posts == posts
+    retried = batchgpt([*args, "--retry-errors"])
+    assert retried.returncode == 0, retried.stderr
+    assert_exactly_once(output, ids)
+
+
 # writing results and the checkpoint --------------------------------------------------------------
 
 

@@ -185,3 +185,34 @@ def test_a_missing_input_argument_is_json(cron: CronJob) -> None:
     [error] = errors(cron.parse(result.stderr))
     assert "Missing argument 'INPUT'" in error["event"]
     assert error["usage"].startswith("Usage: ")
+
+
+def test_other_libraries_python_warnings_and_a_crash_are_json_lines_too() -> None:
+    script = """
+import logging, warnings
+from batchgpt.logs import setup_logging, announce
+setup_logging("json")
+logging.getLogger("asyncio").error("Task exception was never retrieved\\nmore")
+warnings.warn("a library is old\\nsecond line", DeprecationWarning, stacklevel=1)
+announce("shown at every verbosity", count=3)
+raise RuntimeError("a bug")
+"""
+    result = subprocess.run(
+        [sys.executable, "-W", "always", "-c", script],
+        env={**CRON_ENV, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 1
+    entries = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [(e["level"], e.get("logger")) for e in entries] == [
+        ("error", "asyncio"),
+        ("warning", "py.warnings"),
+        ("info", None),
+        ("critical", None),
+    ]
+    assert "a library is old" in entries[1]["event"]
+    assert entries[2]["count"] == 3
+    assert "RuntimeError: a bug" in entries[3]["traceback"]
