@@ -28,6 +28,8 @@ class RunStats:
     retries: int = 0
     previous_ok: int = 0
     previous_errors: Counter[str] = field(default_factory=Counter)
+    #: Whether the earlier results were read (not when a stop came before recovery ended).
+    previous_known: bool = False
     started: float = field(default_factory=time.monotonic)
 
     def add(self, result: Result) -> None:
@@ -129,20 +131,23 @@ def summary_lines(stats: RunStats, output: str) -> list[tuple[str, dict[str, Any
     }
     in_output = {
         "summary": "output",
-        "ok": stats.total_ok,
-        "errors": dict(stats.total_errors),
+        "ok": stats.total_ok if stats.previous_known else None,
+        "errors": dict(stats.total_errors) if stats.previous_known else None,
         "output": output,
     }
+    if not stats.previous_known:
+        output_line = f"output: not read, the run stopped before it was recovered → {output}"
+    else:
+        output_line = (
+            f"output: {stats.total_ok} ok, {sum(stats.total_errors.values())} errors"
+            + (f" ({errors})" if errors else "")
+            + f" → {output}"
+        )
     return [
         (
             f"this run: {stats.written} results ({stats.ok} ok) in {elapsed:.1f} s, "
             f"{rate:.1f} prompts/s, {stats.retries} retries, {latency}",
             this_run,
         ),
-        (
-            f"output: {stats.total_ok} ok, {sum(stats.total_errors.values())} errors"
-            + (f" ({errors})" if errors else "")
-            + f" → {output}",
-            in_output,
-        ),
+        (output_line, in_output),
     ]

@@ -174,6 +174,7 @@ class Runner:
         result_log = ResultLog(config.output, config.checkpoint, header)
         self.stats.previous_ok = recovered.ok
         self.stats.previous_errors = recovered.errors.copy()
+        self.stats.previous_known = True
         result_log.commit(self.stats.counts())
         self._input_size = scan.fingerprint["size"]
         return result_log, recovered, scan

@@ -452,6 +452,7 @@ def test_a_signal_during_the_scan_of_a_large_input_stops_it_touching_nothing(
 
     assert exit_code == code, err
     assert "Traceback" not in err
+    assert "output: not read" in err
     assert not output.exists() and not checkpoint.exists(), "stopped only after the scan"
     assert emulator.stats.posts == 0
     resumed = batchgpt(args)
@@ -479,6 +480,7 @@ def test_a_signal_during_output_recovery_stops_it_touching_nothing(
 
     assert exit_code == 143, err
     assert "Traceback" not in err
+    assert "output: not read, the run stopped before it was recovered" in err
     assert output.read_bytes() == data
     assert not checkpoint.exists(), "stopped only after recovery"
     assert emulator.stats.posts == 0
