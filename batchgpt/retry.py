@@ -87,8 +87,11 @@ class CircuitBreaker:
             if self._down_since is not None:  # wake in time to give up on schedule
                 wait = min(wait, self._down_since + self.give_up_after - now)
             wait = max(0.05, wait)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # comes as its timeout fires, and a stopped run would then wait here for good.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._changed.wait()
         return False
 
     def record(self, error: ProviderError | None, probe: bool) -> None:
