@@ -7,7 +7,9 @@ variables, job-file keys, checks, defaults and help text come from one place.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,8 @@ from typing import Any, TypeVar
 import click
 
 from batchgpt.config import Flag, Option, Texts, option, run_options
-from batchgpt.errors import JobError, UsageError
+from batchgpt.errors import JobError, UsageError, file_error
+from batchgpt.logs import LOG_FORMAT_ENVVAR, LOG_FORMATS, announce, is_json, setup_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,25 +28,70 @@ log = logging.getLogger("batchgpt")
 
 
 def main() -> None:
-    """The console entry point: every `JobError` becomes its one-line message and exit code."""
+    """The console entry point: every `JobError` becomes its one-line message and exit code, an
+    OSError too (74, or 2 for a path to fix), and so does Click's own usage error; all in the
+    log format asked for. A signal outside the run's own handlers exits 130/143 at once."""
+    _stop_on_signals()
+    setup_logging(_log_format(sys.argv[1:]))
     try:
         cli.main(standalone_mode=False)
+    except _Stopped as stop:
+        log.error("error: stopped by %s; run again to resume", signal.Signals(stop.signal).name)
+        sys.exit(stop.code)
     except JobError as error:
         _fail(error)
+    except OSError as error:  # one not named where it happened
+        _fail(file_error("use", error.filename or "a file", error))
     except click.exceptions.Abort:
-        click.echo("Aborted!", err=True)
+        log.error("Aborted!", extra={"fields": {"exit_code": 1}})
         sys.exit(1)
     except click.ClickException as error:
-        error.show()
+        if is_json():
+            usage = (
+                error.ctx.get_usage() if isinstance(error, click.UsageError) and error.ctx else None
+            )
+            fields = {"kind": "usage", "exit_code": error.exit_code, "usage": usage}
+            log.error("error: %s", error.format_message(), extra={"fields": fields})
+        else:
+            error.show()
         sys.exit(error.exit_code)
 
 
 def _fail(error: JobError) -> None:
-    if log.handlers:
-        log.error("error: %s", error)
-    else:
-        click.echo(f"batchgpt: error: {error}", err=True)
+    fields = {"kind": error.kind, "exit_code": error.exit_code}
+    log.error("error: %s", error, extra={"fields": fields})
     sys.exit(error.exit_code)
+
+
+def _log_format(args: list[str]) -> str:
+    """--log-format (or its variable), read before Click parses anything, so that Click's own
+    errors come out in that format too."""
+    chosen = os.environ.get(LOG_FORMAT_ENVVAR, "text")
+    for index, arg in enumerate(args):
+        if arg == "--log-format" and index + 1 < len(args):
+            chosen = args[index + 1]
+        elif arg.startswith("--log-format="):
+            chosen = arg.partition("=")[2]
+    return "json" if chosen == "json" else "text"
+
+
+class _Stopped(SystemExit):
+    """SIGINT or SIGTERM outside the run's own handlers (before the run, or after it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signal = signum
+
+
+def _stop_at_once(signum: int, frame: object) -> None:
+    raise _Stopped(signum)
+
+
+def _stop_on_signals() -> None:
+    """Exit 130/143 on a signal that comes before the run installs its handlers (nothing has
+    been touched then) or after it removed them, instead of a traceback or death by signal."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_at_once)
 
 
 class _OptionType(click.ParamType):
@@ -116,18 +164,20 @@ def _logging_options(function: F) -> F:
     )(function)
     return click.option(
         "--log-format",
-        type=click.Choice(["text", "json"]),
+        type=click.Choice(LOG_FORMATS),
         default="text",
-        envvar="BATCHGPT_LOG_FORMAT",
+        envvar=LOG_FORMAT_ENVVAR,
         show_envvar=True,
-        help="json: one object per line (time, level, event).",
+        help="json: every line on stderr is one object (time, level, event, fields).",
     )(function)
 
 
 def _setup_logging(options: dict[str, Any]) -> None:
-    from batchgpt.logs import setup_logging
-
-    setup_logging(options.pop("log_format"), options.pop("verbose") - options.pop("quiet"))
+    """Logging as the options ask; in JSON no progress bar, which is not a line of JSON."""
+    log_format = options.pop("log_format")
+    setup_logging(log_format, options.pop("verbose") - options.pop("quiet"))
+    if log_format == "json":
+        options["no_progress"] = True
 
 
 def _stdin_is_a_terminal() -> bool:
@@ -179,8 +229,9 @@ def run(ctx: click.Context, input_path: Path, **options: Any) -> None:
     from batchgpt.runner import run_foreground
 
     outcome = run_foreground(config)
-    for line in summary_lines(outcome.stats, str(config.output)):
-        click.echo(f"batchgpt: {line}", err=True)
+    _stop_on_signals()  # the run's handlers are gone
+    for line, fields in summary_lines(outcome.stats, str(config.output)):
+        announce(line, **fields)
     if config.report is not None:
         rerun = " ".join(["batchgpt", *map(shlex.quote, sys.argv[1:]), "--retry-errors"])
         _write_report([config.output], config.report, rate=config.rate or None, rerun=rerun)
@@ -331,7 +382,7 @@ def _write_report(
         raise UsageError(str(error)) from None
     except OSError as error:
         raise UsageError(f"report: {error.filename}: {error.strerror or error}") from None
-    click.echo(f"batchgpt: report written to {output}", err=True)
+    announce(f"report written to {output}", report=str(output))
 
 
 @cli.command()

@@ -364,8 +364,15 @@ def default_output(input_path: Path, shard: Shard | None) -> Path:
     return input_path.with_name(stem + ".results.jsonl")
 
 
+def real_path(path: Path) -> Path:
+    """`path` with every symlink and `..` resolved, absolute: the one name of a job's file, so
+    that a symlink, a relative path or a symlinked folder reaches the same lock and checkpoint."""
+    return Path(os.path.realpath(path))
+
+
 def lock_path(output: Path) -> Path:
-    """The lock file of the job whose results are `output`."""
+    """The lock file of the job whose results are `output` (beside the real file)."""
+    output = real_path(output)
     return output.with_name(output.name + ".lock")
 
 
@@ -453,14 +460,14 @@ class RunConfig:
         except ModelNotSupportedError as exc:
             raise UsageError(f"--model {model!r}: {exc.message}") from None
         shard = _shard(read["shard"], read["shard_count"])
-        output = read["output"] or default_output(read["input"], shard)
+        output = real_path(read["output"] or default_output(read["input"], shard))
         proxies = list(read["proxies"])
         if read["proxy_file"] is not None:
             proxies += read_proxy_file(read["proxy_file"])
         return cls(
             input=read["input"],
             output=output,
-            checkpoint=read["checkpoint"] or Path(f"{output}.ckpt"),
+            checkpoint=real_path(read["checkpoint"] or Path(f"{output}.ckpt")),
             provider=read["provider"],
             base_url=read["base_url"] or backend.default_base_url,
             model=model,

@@ -53,7 +53,7 @@ def run_demo(keep: Path | None = None) -> int:
     for record in [r for r in records if r["status"] == "error"]:
         error = record["error"]
         click.echo(f"[{record['id']}] line {record['line']}: {error['kind']}: {error['message']}")
-    for line in summary_lines(outcome.stats, str(output)):
+    for line, _ in summary_lines(outcome.stats, str(output)):
         click.echo(line)
     click.echo("the error records are expected: the demo's prompts hold a captcha and bad lines")
     from batchgpt.report import ReportDependencyError, write_report

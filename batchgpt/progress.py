@@ -29,6 +29,8 @@ class RunStats:
     retries: int = 0
     previous_ok: int = 0
     previous_errors: Counter[str] = field(default_factory=Counter)
+    #: Whether the earlier results were read (not when a stop came before recovery ended).
+    previous_known: bool = False
     started: float = field(default_factory=time.monotonic)
 
     def add(self, result: Result) -> None:
@@ -122,16 +124,43 @@ def _duration(seconds: float) -> str:
 
 def summary_lines(
     stats: RunStats, output: str, *, clock: Callable[[], float] = time.monotonic
-) -> list[str]:
-    """The end-of-run summary (`clock` is the one `stats.started` was read from)."""
+) -> list[tuple[str, dict[str, Any]]]:
+    """The end-of-run summary: each line's text, and its numbers for a JSON log (`clock` is the
+    one `stats.started` was read from)."""
     elapsed = clock() - stats.started
     errors = ", ".join(f"{kind} {count}" for kind, count in stats.total_errors.most_common())
     p50, p95 = stats.percentiles(0.50, 0.95)
     latency = f"p50 {p50} ms, p95 {p95} ms" if p50 is not None else "no requests"
+    rate = stats.written / max(elapsed, 1e-9)
+    this_run = {
+        "summary": "this_run",
+        "written": stats.written,
+        "ok": stats.ok,
+        "errors": dict(stats.errors),
+        "seconds": round(elapsed, 3),
+        "retries": stats.retries,
+        "p50_ms": p50,
+        "p95_ms": p95,
+    }
+    in_output = {
+        "summary": "output",
+        "ok": stats.total_ok if stats.previous_known else None,
+        "errors": dict(stats.total_errors) if stats.previous_known else None,
+        "output": output,
+    }
+    if not stats.previous_known:
+        output_line = f"output: not read, the run stopped before it was recovered → {output}"
+    else:
+        output_line = (
+            f"output: {stats.total_ok} ok, {sum(stats.total_errors.values())} errors"
+            + (f" ({errors})" if errors else "")
+            + f" → {output}"
+        )
     return [
-        f"this run: {stats.written} results ({stats.ok} ok) in {elapsed:.1f} s, "
-        f"{stats.written / max(elapsed, 1e-9):.1f} prompts/s, {stats.retries} retries, {latency}",
-        f"output: {stats.total_ok} ok, {sum(stats.total_errors.values())} errors"
-        + (f" ({errors})" if errors else "")
-        + f" → {output}",
+        (
+            f"this run: {stats.written} results ({stats.ok} ok) in {elapsed:.1f} s, "
+            f"{rate:.1f} prompts/s, {stats.retries} retries, {latency}",
+            this_run,
+        ),
+        (output_line, in_output),
     ]

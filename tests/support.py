@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -46,6 +49,36 @@ def cli_env(**extra: str) -> dict[str, str]:
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra)
     return env
+
+
+#: Runs a command as `nobody` (tests run as root, whom permissions do not stop). It keeps only
+#: CAP_DAC_READ_SEARCH, to reach the Python under /root; writing obeys permissions as for anyone.
+AS_NOBODY = [
+    "setpriv",
+    "--reuid=nobody",
+    "--regid=nogroup",
+    "--clear-groups",
+    "--inh-caps=+dac_read_search",
+    "--ambient-caps=+dac_read_search",
+]
+
+
+@pytest.fixture(name="public_tmp")
+def public_tmp_fixture() -> Iterator[Path]:
+    """A temp folder that `nobody` can reach (pytest's own are private to root); import
+    `public_tmp_fixture` into a test module to use it."""
+    folder = Path(tempfile.mkdtemp(prefix="batchgpt-test-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def nobody_owns(*paths: Path) -> None:
+    """Make `nobody` the owner of `paths` (folders it may write in)."""
+    for path in paths:
+        os.chown(path, pwd.getpwnam("nobody").pw_uid, -1)
 
 
 def run_args(input_path: Path, url: str, *extra: str) -> list[str]:
@@ -382,11 +415,14 @@ _HOP_BY_HOP = frozenset(
 
 class ForwardProxy:
     """A plain-HTTP forward proxy: absolute-form requests are sent on; `requests` counts them.
-    With `via`, it names itself in a `Via` header, as real proxies do (the emulator can ban it)."""
+    With `via`, it names itself in a `Via` header, as real proxies do (the emulator can ban it).
+    With `upstream` it is a reverse proxy instead: a site of its own whose every request is sent
+    on to `upstream` (Host unchanged, so the pages name the proxy's address)."""
 
-    def __init__(self, via: str | None = None) -> None:
+    def __init__(self, upstream: str | None = None, *, via: str | None = None) -> None:
         self.via = via
         self.requests = 0
+        self.upstream = upstream
         self._client: aiohttp.ClientSession | None = None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -395,7 +431,8 @@ class ForwardProxy:
             self._client = aiohttp.ClientSession(
                 auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
             )
-        target = str(request.url)  # absolute-form: the whole target URL is in the request line
+        # absolute-form: the whole target URL is in the request line
+        target = str(request.url) if self.upstream is None else self.upstream + request.path_qs
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
         if self.via:
             headers.append(("Via", self.via))
@@ -421,9 +458,10 @@ class ForwardProxy:
 
 
 @contextmanager
-def running_proxy(via: str | None = None) -> Iterator[tuple[ForwardProxy, str]]:
-    """Serve a `ForwardProxy` on a free loopback port from a thread; yield it and its URL."""
-    proxy = ForwardProxy(via)
+def running_proxy(proxy: ForwardProxy | None = None) -> Iterator[tuple[ForwardProxy, str]]:
+    """Serve `proxy` (a new `ForwardProxy` by default) on a free loopback port from a thread;
+    yield it and its URL."""
+    proxy = proxy or ForwardProxy()
     loop = asyncio.new_event_loop()
     started: dict[str, Any] = {}
     ready = threading.Event()

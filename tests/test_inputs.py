@@ -122,6 +122,28 @@ def test_physical_lines_match_a_plain_split(
     assert list(physical_lines(path, limit)) == reference_lines(data, limit)
 
 
+@given(
+    data=FILES,
+    appended=FILES,
+    limit=st.integers(1, 20),
+    bom=st.booleans(),
+    cut=st.integers(0, 300),
+)
+def test_physical_lines_read_no_further_than_the_size_given(
+    tmp_path_factory: pytest.TempPathFactory,
+    data: bytes,
+    appended: bytes,
+    limit: int,
+    bom: bool,
+    cut: int,
+) -> None:
+    path = tmp_path_factory.mktemp("lines") / "p.jsonl"
+    data = (BOM if bom else b"") + data
+    size = min(cut, len(data))
+    path.write_bytes(data + appended)  # appended after the run fingerprinted `size` bytes
+    assert list(physical_lines(path, limit, size)) == reference_lines(data[:size], limit)
+
+
 @pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
 @pytest.mark.parametrize("bom", [b"", BOM])
 @pytest.mark.parametrize("extra", [-1, 0, 1, 2, 3, 50])

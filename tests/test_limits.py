@@ -14,6 +14,7 @@ import pytest
 from support import (
     BOTH_CHATS,
     CLI,
+    ForwardProxy,
     assert_exactly_once,
     batchgpt,
     read_results,
@@ -92,7 +93,10 @@ def test_a_banned_proxy_is_benched_and_the_others_carry_the_run(emulator, tmp: P
     prompts = tmp / "prompts.jsonl"
     ids = write_prompts(prompts, 30)
     emulator.configure(banned_via="proxy-banned")
-    with running_proxy(via="proxy-banned") as (banned, bad), running_proxy() as (good, ok):
+    with (
+        running_proxy(ForwardProxy(via="proxy-banned")) as (banned, bad),
+        running_proxy() as (good, ok),
+    ):
         done = batchgpt(
             run_args(prompts, emulator.url, "--sessions", "2", "--proxy", bad, "--proxy", ok)
         )

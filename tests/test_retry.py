@@ -219,6 +219,25 @@ async def test_a_successful_probe_closes_and_wakes_the_waiting_attempts() -> Non
     assert await breaker.admit() is True
 
 
+async def test_a_waiting_attempt_cancelled_as_the_probe_fails_is_cancelled() -> None:
+    # A stopped run cancels its workers; one waiting in admit() whose wake-up (a failed probe)
+    # comes in the same step must end, not go on waiting (on 3.11 wait_for lost the cancel).
+    clock = FakeClock()
+    breaker = breaker_on(clock)
+    for _ in range(3):
+        breaker.record(SERVER_ERROR, probe=False)
+    clock.advance(1.0)
+    assert await breaker.admit() is True
+    waiter = asyncio.create_task(breaker.admit())
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    breaker.record(SERVER_ERROR, probe=True)  # wakes the waiter and opens again
+    waiter.cancel()
+    done, _ = await asyncio.wait([waiter], timeout=2)
+    assert waiter in done, "the cancelled attempt went on waiting"
+    assert waiter.cancelled()
+
+
 async def test_a_probe_that_reaches_the_site_closes_the_breaker_even_when_refused() -> None:
     clock = FakeClock()
     breaker = breaker_on(clock)

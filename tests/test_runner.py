@@ -4,7 +4,9 @@ Hundreds of prompts in every input shape come back exactly once each, with the a
 message; nonces are reused and re-scraped transparently; every transient fault ends in an answer
 while final ones end as error records; --rate and --concurrency hold as seen by the site; and a site
 that stays down trips the breaker, which slows the requests and stops the run with exit 69 without
-recording the unreached prompts, so the next run answers them.
+recording the unreached prompts, so the next run answers them. A site that would refuse every
+prompt (no chat on the page, 400 "0") stops a 10,000-prompt run the same way after a handful of
+requests.
 """
 
 from __future__ import annotations
@@ -19,15 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from fake_clock import VirtualTimeLoop, real_sleep
 from support import (
     BOTH_CHATS,
     CLI,
+    ForwardProxy,
     batchgpt,
     line_id,
     mixed_prompts,
     read_results,
+    run_cli,
     run_job,
+    running_proxy,
     sent_message,
     write_jsonl,
     write_prompts,
@@ -407,3 +413,65 @@ def test_drain_timeout_0_cuts_at_once(slow_site, tmp: Path) -> None:
 
     in_virtual_time(scenario)
     assert read_results(tmp / "prompts.results.jsonl") == []
+
+
+# site-level failures stop the run ------------------------------------------------------------
+
+
+class ChangedSite(ForwardProxy):
+    """The emulator's pages behind a site whose chat action is gone: every POST is answered
+    400 "0", as WordPress's admin-ajax.php answers an action it no longer knows."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.posts = 0
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.method == "POST":
+            self.posts += 1
+            return web.Response(status=400, text="0")
+        return await super().handle(request)
+
+
+def assert_halted_at_once(done, output: Path, answer: str, requests: int, most: int = 12) -> None:
+    """Exit 69 naming the site's answer, after a handful of requests, nothing written."""
+    assert done.returncode == 69, done.stderr
+    assert answer in done.stderr
+    assert "left for the next run" in done.stderr
+    assert read_results(output) == [], "prompts of a broken site must not be written as errors"
+    assert requests <= most, f"{requests} requests to a site that answers every one the same way"
+
+
+HALT_PROMPTS = 10_000
+
+
+@pytest.mark.emulator_config(chat="legacy", nonce_markup="none")
+def test_a_page_without_a_chat_stops_a_10000_prompt_run_after_a_handful_of_requests(
+    emulator, tmp: Path
+) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    write_prompts(prompts, HALT_PROMPTS)
+
+    done = run_job(prompts, emulator.url, "--concurrency", "4")
+
+    requests = emulator.stats.gets + emulator.stats.posts
+    assert_halted_at_once(done, output, f"no_nonce: no chat on {emulator.url}", requests)
+
+
+def test_a_site_that_answers_400_0_stops_a_10000_prompt_run_after_a_handful_of_requests(
+    emulator, tmp: Path
+) -> None:
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    ids = write_prompts(prompts, HALT_PROMPTS)
+    with running_proxy(ChangedSite(emulator.url)) as (site, url):
+        done = run_job(prompts, url, "--concurrency", "4")
+        requests = site.requests + site.posts
+
+    # Each 400 "0" has the page read again (PROTOCOL.md §C1: the site may have switched chat):
+    # four sessions' first pages, then a POST and a page for each of the three failures that
+    # halt and of the up to four in flight.
+    assert_halted_at_once(done, output, "admin-ajax answered 400 '0'", requests, 4 + 2 * 7)
+    assert emulator.stats.posts == 0
+
+    report = json.loads(run_cli("status", prompts, "--json").stdout)  # all left for a rerun
+    assert (report["done"], report["remaining"]) == (0, len(ids))

@@ -201,10 +201,10 @@ async def test_a_new_session_keeps_its_guest_id_when_given_one(emulator) -> None
 
 
 async def test_a_banned_ip_is_a_blocked_error(emulator) -> None:
-    from support import running_proxy
+    from support import ForwardProxy, running_proxy
 
     emulator.configure(banned_via="proxy-a")
-    with running_proxy(via="proxy-a") as (_proxy, url):
+    with running_proxy(ForwardProxy(via="proxy-a")) as (_proxy, url):
         async with emulator.session(timeout=5, proxy=url) as session:
             with pytest.raises(BlockedError, match="blocked"):
                 await session.send("hola")

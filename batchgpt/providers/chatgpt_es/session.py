@@ -344,11 +344,10 @@ class ChatGptEsSession:
                 self._chat = dataclasses.replace(stale, nonce=await self._fresh_nonce(stale))
                 return self._chat
             self._chat = None
-            chat = self._choose(await self._scrape())
-            if isinstance(error, UnknownActionError) and type(chat) is type(stale):
+            self._chat = self._choose(await self._scrape())
+            if isinstance(error, UnknownActionError) and type(self._chat) is type(stale):
                 raise error  # the page still shows the chat the site does not know
-            self._chat = chat
-            return chat
+            return self._chat
 
     async def _fresh_nonce(self, bot: AipkitBot) -> str:
         """A new nonce from the action the page advertised (2.4.71), no page load needed."""
