@@ -110,10 +110,7 @@ class _OptionType(click.ParamType):
 
 
 def _help(declared: Option) -> str:
-    default = declared.default_text
-    value = declared.default
-    if default is None and value is not None and value is not False and value != ():
-        default = str(value)
+    default = declared.shown_default
     return declared.help + (f" [default: {default}]" if default else "")
 
 

@@ -217,6 +217,14 @@ class Option:
     def envvars(self) -> tuple[str, ...]:
         return (ENV_PREFIX + self.flag[2:].upper().replace("-", "_"), *self.extra_envvars)
 
+    @property
+    def shown_default(self) -> str | None:
+        """The default as --help and the README show it (None: no default worth showing)."""
+        value = self.default
+        if self.default_text is None and value is not None and value is not False and value != ():
+            return str(value)
+        return self.default_text
+
     def read(self, value: Any) -> Any:
         """The value checked and converted; UsageError naming the option otherwise."""
         try:
@@ -256,7 +264,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "rate",
         Rate(),
-        "Requests per second for the run: 2, 2/s, 120/min, 5000/h; 0 = unlimited.",
+        "Prompts sent per second for the run: 2, 2/s, 120/min, 5000/h; 0 = unlimited.",
         default=0.0,
     ),
     Option(
@@ -349,6 +357,21 @@ def run_options() -> tuple[Option, ...]:
     from batchgpt.providers import backend_classes
 
     return OPTIONS + tuple(option for backend in backend_classes() for option in backend.options)
+
+
+def markdown_table() -> str:
+    """Every `batchgpt run` option as the README's table shows it (a test keeps them equal)."""
+    rows = ["| option | environment | default | meaning |", "| --- | --- | --- | --- |"]
+    for declared in run_options():
+        if declared.name == "input":
+            continue
+        flag = f"`{declared.short}`, `{declared.flag}`" if declared.short else f"`{declared.flag}`"
+        if not declared.on_command_line:
+            flag = "(environment only)"
+        envvars = ", ".join(f"`{name}`" for name in declared.envvars)
+        default = declared.shown_default or ""
+        rows.append(f"| {flag} | {envvars} | {default} | {declared.help} |")
+    return "\n".join(rows)
 
 
 def option(name: str) -> Option:

@@ -74,25 +74,47 @@ def test_percentiles_of_no_requests_are_none_and_huge_latencies_are_capped() -> 
 
 def test_summary_lines_say_what_this_run_did_and_what_the_output_holds() -> None:
     clock = FakeClock()
-    stats = RunStats(started=clock(), previous_ok=10, previous_errors=Counter({"captcha": 1}))
+    stats = RunStats(
+        started=clock(),
+        previous_ok=10,
+        previous_errors=Counter({"captcha": 1}),
+        previous_known=True,
+    )
     for n in range(1, 19):
         stats.add(answer(n, latency_ms=10 * n, attempts=2 if n == 1 else 1))
     stats.add(failure(19, "server_error", latency_ms=500))
     stats.add(failure(20, "captcha"))
     clock.advance(8.0)
 
-    assert summary_lines(stats, "out.jsonl", clock=clock) == [
-        "this run: 20 results (18 ok) in 8.0 s, 2.5 prompts/s, 1 retries, p50 100 ms, p95 500 ms",
-        "output: 28 ok, 3 errors (captcha 2, server_error 1) → out.jsonl",
-    ]
+    (this_run, fields), (output, totals) = summary_lines(stats, "out.jsonl", clock=clock)
+    assert this_run == (
+        "this run: 20 results (18 ok) in 8.0 s, 2.5 prompts/s, 1 retries, p50 100 ms, p95 500 ms"
+    )
+    assert output == "output: 28 ok, 3 errors (captcha 2, server_error 1) → out.jsonl"
+    assert fields == {
+        "summary": "this_run",
+        "written": 20,
+        "ok": 18,
+        "errors": {"server_error": 1, "captcha": 1},
+        "seconds": 8.0,
+        "retries": 1,
+        "p50_ms": 100,
+        "p95_ms": 500,
+    }
+    assert totals == {
+        "summary": "output",
+        "ok": 28,
+        "errors": {"captcha": 2, "server_error": 1},
+        "output": "out.jsonl",
+    }
 
 
 def test_a_summary_without_requests_says_so() -> None:
     clock = FakeClock()
-    stats = RunStats(started=clock())
+    stats = RunStats(started=clock(), previous_known=True)
     stats.add(Result.invalid(None, 1, "not JSON", None))
     clock.advance(0.5)
-    assert summary_lines(stats, "out.jsonl", clock=clock) == [
+    assert [text for text, _ in summary_lines(stats, "out.jsonl", clock=clock)] == [
         "this run: 1 results (0 ok) in 0.5 s, 2.0 prompts/s, 0 retries, no requests",
         "output: 0 ok, 1 errors (invalid_input 1) → out.jsonl",
     ]
@@ -109,7 +131,7 @@ def test_without_a_terminal_a_log_line_comes_every_few_seconds(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clock = FakeClock()
-    stats = RunStats(started=clock())
+    stats = RunStats(started=clock(), previous_known=True)
     progress = Progress(stats, total=100, bar=False, clock=clock)
     caplog.set_level(logging.INFO, logger="batchgpt")
 
@@ -137,7 +159,7 @@ def test_without_a_terminal_a_log_line_comes_every_few_seconds(
 
 def test_the_line_without_a_total_or_a_rate_has_no_eta() -> None:
     clock = FakeClock()
-    stats = RunStats(started=clock())
+    stats = RunStats(started=clock(), previous_known=True)
     assert Progress(stats, total=None, bar=False, clock=clock).line() == (
         "0 written (0 errors), 0.0/s"
     )
@@ -158,7 +180,7 @@ def test_on_a_terminal_a_bar_counts_instead_of_log_lines(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     clock = FakeClock()
-    stats = RunStats(started=clock())
+    stats = RunStats(started=clock(), previous_known=True)
     caplog.set_level(logging.INFO, logger="batchgpt")
     progress = Progress(stats, total=40, bar=True, clock=clock)
     for n in range(25):
