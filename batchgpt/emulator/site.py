@@ -13,12 +13,12 @@ Answers are deterministic (`expected_answer`), so tests compare results against 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import hmac
 import random
 import secrets
+import signal
 import threading
 import time
 from collections import Counter
@@ -467,10 +467,12 @@ def serve_forever(host: str, port: int, settings: dict[str, str]) -> None:
             f"{describe(config)}",
             flush=True,
         )
+        stopped = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a server's normal end, not an error
+            asyncio.get_running_loop().add_signal_handler(sig, stopped.set)
         try:
-            await asyncio.Event().wait()
+            await stopped.wait()
         finally:
             await runner.cleanup()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    asyncio.run(main())
