@@ -50,6 +50,13 @@ _TEXTS = {
     },
 }
 Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
+#: What the plugin's SSE formatter sends (`send_sse_response_headers`).
+STREAM_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache, no-store, must-revalidate, max-age=0, no-transform",
+    "Pragma": "no-cache",
+    "X-Accel-Buffering": "no",
+}
 
 
 class AipkitChat:
@@ -268,16 +275,7 @@ class AipkitChat:
         return response
 
     async def _open(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream; charset=utf-8",
-                "Cache-Control": "no-cache, no-store, must-revalidate, max-age=0, no-transform",
-                "Pragma": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await response.prepare(request)
-        self.emulator.stats.status[200] += 1
+        response = await self.emulator.open_stream(request, STREAM_HEADERS)
         if self._newest:
             await response.write(b":" + b" " * 4096 + b"\n\n")
         return response

@@ -28,6 +28,12 @@ ACTION = "wpaicg_chat_shortcode_message"
 NONCE_ACTION = "wpaicg-chatbox"
 PIECE = 9
 Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
+#: What the plugin's stream sends, as captured from 1.9.16 and 2.2.
+STREAM_HEADERS = {
+    "Content-Type": "text/event-stream;charset=UTF-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
 
 
 class LegacyChat:
@@ -158,16 +164,7 @@ class LegacyChat:
         return response
 
     async def _open_stream(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream;charset=UTF-8",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await response.prepare(request)
-        self.emulator.stats.status[200] += 1
-        return response
+        return await self.emulator.open_stream(request, STREAM_HEADERS)
 
     async def _stream(self, request: web.Request, answer: str) -> web.StreamResponse:
         """The upstream's chunks, relayed as the plugin relays them, then [DONE]."""

@@ -267,6 +267,15 @@ class Emulator:
     def json(self, payload: dict[str, Any], status: int = 200) -> web.Response:
         return self.reply(web.json_response(payload, status=status))
 
+    async def open_stream(
+        self, request: web.Request, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """A 200 event stream, its headers sent, for a chat generation to write its events on."""
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        self.stats.status[200] += 1
+        return response
+
     def unknown_action(self) -> web.Response:
         """admin-ajax's answer to an action nobody registered."""
         return self.reply(web.Response(status=400, text="0", content_type="text/html"))
