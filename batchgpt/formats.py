@@ -230,6 +230,21 @@ class OpenAIBatchFormat(OutputFormat):
         )
 
 
+def token_counts(usage: dict[str, Any] | None) -> tuple[int, int, int] | None:
+    """Prompt, completion and total tokens of a `usage` object (the total as the service sent
+    it, else the sum); None when it counts no tokens."""
+    if not usage:
+        return None
+    prompt, completion, total = (
+        value if type(value := usage.get(name)) is int else None
+        for name in ("prompt_tokens", "completion_tokens", "total_tokens")
+    )
+    if prompt is None and completion is None and total is None:
+        return None
+    prompt, completion = prompt or 0, completion or 0
+    return prompt, completion, prompt + completion if total is None else total
+
+
 FORMATS: dict[str, OutputFormat] = {f.name: f for f in (NativeFormat(), OpenAIBatchFormat())}
 
 

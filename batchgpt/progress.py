@@ -12,7 +12,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from batchgpt.formats import Result
+from batchgpt.formats import Result, token_counts
 
 log = logging.getLogger("batchgpt")
 LOG_EVERY_SECONDS = 10.0
@@ -26,6 +26,9 @@ class RunStats:
     errors: Counter[str] = field(default_factory=Counter)
     latencies_ms: array[int] = field(default_factory=lambda: array("I"))
     retries: int = 0
+    #: Tokens the answers' `usage` counted (prompt, completion, total), and how many said.
+    tokens: Counter[str] = field(default_factory=Counter)
+    with_usage: int = 0
     previous_ok: int = 0
     previous_errors: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
@@ -35,6 +38,9 @@ class RunStats:
             self.ok += 1
         else:
             self.errors[result.error.kind] += 1
+        if (counts := token_counts(result.usage)) is not None:
+            self.with_usage += 1
+            self.tokens.update(dict(zip(("prompt", "completion", "total"), counts, strict=True)))
         if result.attempts:
             self.latencies_ms.append(min(int(result.latency_ms or 0), 2**32 - 1))
             self.retries += result.attempts - 1
@@ -116,10 +122,20 @@ def summary_lines(stats: RunStats, output: str) -> list[str]:
     errors = ", ".join(f"{kind} {count}" for kind, count in stats.total_errors.most_common())
     p50, p95 = stats.percentiles(0.50, 0.95)
     latency = f"p50 {p50} ms, p95 {p95} ms" if p50 is not None else "no requests"
-    return [
+    lines = [
         f"this run: {stats.written} results ({stats.ok} ok) in {elapsed:.1f} s, "
         f"{stats.written / max(elapsed, 1e-9):.1f} prompts/s, {stats.retries} retries, {latency}",
+    ]
+    if stats.with_usage:
+        tokens = stats.tokens
+        lines.append(
+            f"tokens: {tokens['total']:,} ({tokens['prompt']:,} prompt + "
+            f"{tokens['completion']:,} completion), {tokens['total'] / max(elapsed, 1e-9):,.1f} "
+            f"tokens/s, {tokens['total'] / stats.with_usage:,.1f} per prompt"
+        )
+    lines.append(
         f"output: {stats.total_ok} ok, {sum(stats.total_errors.values())} errors"
         + (f" ({errors})" if errors else "")
-        + f" → {output}",
-    ]
+        + f" → {output}"
+    )
+    return lines

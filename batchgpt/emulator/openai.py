@@ -3,10 +3,10 @@
 Every answer is derived from the messages (`expected_chat_answer`) and carries `usage`
 (`count_tokens` of the text in and out), so tests can check results exactly. Fault modes, each as
 the real servers answer: latency, 429 with Retry-After and x-ratelimit-reset-* headers (the first
-N requests, or past a rate), a spent quota, 5xx, 401 for a wrong key, 404 for an unknown model, 400
-with the API's message, hangs, truncated JSON, oversized answers. It counts what it received, full
-request bodies included, and serves `/__emulator__/stats` and `/__emulator__/config` like the
-chatgpt.es emulator, so a benchmark can run it in another process.
+N requests, or past a rate), a spent quota, 5xx, 401 (or 403) for a wrong key, 404 for an unknown
+model, 400 with the API's message, hangs, connection resets, truncated JSON, oversized answers.
+It counts what it received, full request bodies included, and serves `/__emulator__/stats` and
+`/__emulator__/config` like the chatgpt.es emulator, so a benchmark can run it in another process.
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ def expected_chat_answer(messages: list[dict[str, Any]]) -> str:
 class OpenAIEmulatorConfig:
     """Everything a test can turn; rates are fractions of requests, times are seconds."""
 
-    #: The key every request must bear ("": any key, or none).
+    #: The key every request must bear ("": any key, or none), and the status of a wrong one.
     api_key: str = ""
+    auth_status: int = 401
     #: The models served, comma-separated ("": any name).
     models: str = ""
     latency: float = 0.0
@@ -82,6 +83,8 @@ class OpenAIEmulatorConfig:
     hang_rate: float = 0.0
     hang_seconds: float = 30.0
     truncate_rate: float = 0.0
+    #: Close the connection without an answer.
+    reset_rate: float = 0.0
     #: Pad every answer to at least this many characters (0: no padding).
     answer_chars: int = 0
     #: Completion tokens added to every answer's usage (a server that counts more than it shows).
@@ -202,7 +205,7 @@ class OpenAIEmulator:
             given = (authorization or "").removeprefix("Bearer ")
             return self._reply(
                 _error(
-                    401,
+                    config.auth_status,
                     f"Incorrect API key provided: {given or '(none)'}.",
                     "invalid_request_error",
                     "invalid_api_key",
@@ -251,6 +254,11 @@ class OpenAIEmulator:
         if fault < config.hang_rate:
             await asyncio.sleep(config.hang_seconds)
         fault -= config.hang_rate
+        if fault < config.reset_rate:
+            assert request.transport is not None
+            request.transport.abort()
+            raise asyncio.CancelledError
+        fault -= config.reset_rate
         messages = body["messages"]
         last = chat_text(messages[-1:])
         if config.bad_request_marker and config.bad_request_marker in last:

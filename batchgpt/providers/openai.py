@@ -34,6 +34,7 @@ from batchgpt.errors import (
     TransportError,
     quote_body,
 )
+from batchgpt.formats import token_counts
 from batchgpt.providers.base import Answer, Backend, Messages
 from batchgpt.providers.chatgpt_es.answer import parse_retry_after
 from batchgpt.records import content_text
@@ -174,16 +175,6 @@ def estimate_tokens(messages: Messages, params: Mapping[str, Any] | None) -> int
     return math.ceil(characters / CHARS_PER_TOKEN) + allowed
 
 
-def tokens_used(usage: Mapping[str, int] | None) -> int | None:
-    """What an answer cost by its `usage` (None when the server did not say)."""
-    if not usage:
-        return None
-    if "total_tokens" in usage:
-        return usage["total_tokens"]
-    parts = [usage[name] for name in ("prompt_tokens", "completion_tokens") if name in usage]
-    return sum(parts) if parts else None
-
-
 class TokenBudget:
     """`--tpm`: one aiolimiter leaky bucket of tokens per `period` for the whole run.
 
@@ -272,7 +263,8 @@ class OpenAIClient:
                 self.budget.settle(estimate, 0)
             raise
         if self.budget is not None:
-            self.budget.settle(estimate, tokens_used(answer.usage))
+            counts = token_counts(answer.usage)
+            self.budget.settle(estimate, None if counts is None else counts[2])
         return answer
 
     async def _post(self, payload: bytes) -> tuple[int, dict[str, str], bytes]:
