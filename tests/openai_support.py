@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import CLI
 
 from batchgpt.emulator.openai import (
     OpenAIEmulator,
@@ -22,7 +23,6 @@ from batchgpt.emulator.openai import (
     expected_chat_answer,
     running_openai_emulator,
 )
-from tests.support import CLI
 
 KEY = "sk-test-0123456789abcdefSECRET"
 

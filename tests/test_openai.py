@@ -12,6 +12,7 @@ from typing import Any
 
 import openai
 import pytest
+from openai_support import KEY, RunningOpenAIEmulator, openai_emulator
 
 from batchgpt.emulator.openai import BAD_REQUEST_MESSAGE, expected_chat_answer
 from batchgpt.errors import (
@@ -35,7 +36,6 @@ from batchgpt.providers.openai import (
     parse_duration,
     retry_after,
 )
-from tests.openai_support import KEY, RunningOpenAIEmulator, openai_emulator
 
 __all__ = ["openai_emulator"]
 
