@@ -26,8 +26,10 @@ class RunStats:
     errors: Counter[str] = field(default_factory=Counter)
     latencies_ms: array[int] = field(default_factory=lambda: array("I"))
     retries: int = 0
-    #: Tokens the answers' `usage` counted (prompt, completion, total), and how many said.
-    tokens: Counter[str] = field(default_factory=Counter)
+    #: Tokens the answers' `usage` counted, and how many answers said.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tokens: int = 0
     with_usage: int = 0
     previous_ok: int = 0
     previous_errors: Counter[str] = field(default_factory=Counter)
@@ -40,7 +42,9 @@ class RunStats:
             self.errors[result.error.kind] += 1
         if (counts := token_counts(result.usage)) is not None:
             self.with_usage += 1
-            self.tokens.update(dict(zip(("prompt", "completion", "total"), counts, strict=True)))
+            self.prompt_tokens += counts[0]
+            self.completion_tokens += counts[1]
+            self.tokens += counts[2]
         if result.attempts:
             self.latencies_ms.append(min(int(result.latency_ms or 0), 2**32 - 1))
             self.retries += result.attempts - 1
@@ -127,11 +131,10 @@ def summary_lines(stats: RunStats, output: str) -> list[str]:
         f"{stats.written / max(elapsed, 1e-9):.1f} prompts/s, {stats.retries} retries, {latency}",
     ]
     if stats.with_usage:
-        tokens = stats.tokens
         lines.append(
-            f"tokens: {tokens['total']:,} ({tokens['prompt']:,} prompt + "
-            f"{tokens['completion']:,} completion), {tokens['total'] / max(elapsed, 1e-9):,.1f} "
-            f"tokens/s, {tokens['total'] / stats.with_usage:,.1f} per prompt"
+            f"tokens: {stats.tokens:,} ({stats.prompt_tokens:,} prompt + "
+            f"{stats.completion_tokens:,} completion), {stats.tokens / max(elapsed, 1e-9):,.1f} "
+            f"tokens/s, {stats.tokens / stats.with_usage:,.1f} per prompt"
         )
     lines.append(
         f"output: {stats.total_ok} ok, {sum(stats.total_errors.values())} errors"

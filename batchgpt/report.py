@@ -250,8 +250,7 @@ class _Aggregate:
         self.untimed = 0
         self.retries = 0
         self.retryable_errors = 0
-        self.tokens: Counter[str] = Counter()
-        self.with_usage = 0
+        self.prompt_tokens = self.completion_tokens = self.tokens = self.with_usage = 0
         self.errors_by_kind: Counter[str] = Counter()
         self.attempts: Counter[int] = Counter()
         self.latency = _LatencyHistogram()
@@ -304,7 +303,9 @@ class _Aggregate:
                 )
         if (counts := token_counts(outcome.usage)) is not None:
             self.with_usage += 1
-            self.tokens.update(dict(zip(("prompt", "completion", "total"), counts, strict=True)))
+            self.prompt_tokens += counts[0]
+            self.completion_tokens += counts[1]
+            self.tokens += counts[2]
         attempts = outcome.attempts
         if attempts is not None and attempts >= 0:
             self.attempts[min(attempts, MAX_ATTEMPTS_BAR)] += 1
@@ -339,9 +340,9 @@ class _Aggregate:
             unreadable=self.unreadable,
             untimed=self.untimed,
             retryable_errors=self.retryable_errors,
-            prompt_tokens=self.tokens["prompt"],
-            completion_tokens=self.tokens["completion"],
-            tokens=self.tokens["total"],
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            tokens=self.tokens,
             with_usage=self.with_usage,
         )
 

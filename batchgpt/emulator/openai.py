@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import random
+import ssl
 import threading
 import time
 from collections import Counter
@@ -350,11 +351,18 @@ class OpenAIEmulator:
         return web.json_response(dataclasses.asdict(self.config))
 
 
-async def serve(emulator: OpenAIEmulator, host: str = "127.0.0.1", port: int = 0) -> web.AppRunner:
-    """Start serving; the bound port is in `bound_port(runner)`."""
+async def serve(
+    emulator: OpenAIEmulator,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+) -> web.AppRunner:
+    """Start serving (over TLS with `ssl_context`); the bound port is in `bound_port(runner)`."""
     runner = web.AppRunner(emulator.app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
+    await site.start()
     return runner
 
 

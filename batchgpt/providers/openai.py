@@ -252,20 +252,22 @@ class OpenAIClient:
         """The answer to `messages` from `model`; `params` go into the request body as given."""
         body = {k: v for k, v in (params or {}).items() if k not in NOT_PASSED}
         body.update(model=model, messages=messages)
+        if self.budget is None:
+            return await self._answer(orjson.dumps(body))
         estimate = estimate_tokens(messages, params)
-        if self.budget is not None:
-            await self.budget.take(estimate)
+        await self.budget.take(estimate)
         try:
-            status, headers, raw = await self._post(orjson.dumps(body))
-            answer = answer_from(status, headers, raw, has_key=self._key is not None)
+            answer = await self._answer(orjson.dumps(body))
         except ProviderError:
-            if self.budget is not None:
-                self.budget.settle(estimate, 0)
+            self.budget.settle(estimate, 0)
             raise
-        if self.budget is not None:
-            counts = token_counts(answer.usage)
-            self.budget.settle(estimate, None if counts is None else counts[2])
+        counts = token_counts(answer.usage)
+        self.budget.settle(estimate, None if counts is None else counts[2])
         return answer
+
+    async def _answer(self, payload: bytes) -> Answer:
+        status, headers, raw = await self._post(payload)
+        return answer_from(status, headers, raw, has_key=self._key is not None)
 
     async def _post(self, payload: bytes) -> tuple[int, dict[str, str], bytes]:
         from curl_cffi.const import CurlECode
@@ -291,8 +293,13 @@ class OpenAIClient:
         body = response.content
         if len(body) > self.max_answer_bytes:  # decoded size of a compressed answer
             raise self._too_big()
-        headers = {k.lower(): v for k, v in response.headers.items() if v is not None}
-        return response.status_code, headers, self._scrub(body)
+        status = response.status_code
+        headers = (
+            {}
+            if 200 <= status < 300
+            else {k.lower(): v for k, v in response.headers.items() if v is not None}
+        )
+        return status, headers, self._scrub(body)
 
     def _too_big(self) -> BadResponseError:
         return BadResponseError(
