@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from typing import Any
 
 import openai
 import pytest
 from openai_support import KEY, RunningOpenAIEmulator, openai_emulator
+from support import CLI, batchgpt, spawn_fixture
 
 from batchgpt.emulator.openai import BAD_REQUEST_MESSAGE, expected_chat_answer
 from batchgpt.errors import (
@@ -37,7 +39,7 @@ from batchgpt.providers.openai import (
     retry_after,
 )
 
-__all__ = ["openai_emulator"]
+__all__ = ["openai_emulator", "spawn_fixture"]
 
 HISTORY = [
     {"role": "system", "content": "You are terse."},
@@ -404,3 +406,18 @@ def test_the_sdk_reads_the_quota_code(openai_emulator: RunningOpenAIEmulator) ->
     with pytest.raises(openai.RateLimitError) as info:
         sdk(openai_emulator).chat.completions.create(model="m", messages=USER)
     assert info.value.code == "insufficient_quota"
+
+
+def test_the_emulator_command_serves_the_openai_api(spawn) -> None:
+    process = spawn([*CLI, "emulator", "--api", "openai", "--port", "0", "--set", f"api_key={KEY}"])
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    url = re.search(r"http://127\.0\.0\.1:\d+/v1", line)
+    assert url, line
+    client = openai.OpenAI(base_url=url[0], api_key=KEY, max_retries=0, timeout=10)
+    completion = client.chat.completions.create(model="m", messages=USER)
+    assert completion.choices[0].message.content == expected_chat_answer(USER)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url[0], api_key="sk-other", max_retries=0).models.list()
+    unknown = batchgpt([*CLI, "emulator", "--api", "openai", "--port", "0", "--set", "bogus=1"])
+    assert unknown.returncode == 2 and "unknown emulator setting 'bogus'" in unknown.stderr

@@ -141,6 +141,18 @@ def test_a_refused_key_stops_the_run_at_once_with_nothing_written(
     assert len(read_results(tmp_path / "p.results.jsonl")) == 60
 
 
+def test_a_spent_quota_stops_the_run_at_once_with_nothing_written(
+    openai_emulator: RunningOpenAIEmulator, tmp_path: Path
+) -> None:
+    openai_emulator.configure(quota_exhausted=True)
+    input_path = write_lines(tmp_path / "p.jsonl", chat_prompts(40))
+    code, _, err = run(input_path, openai_emulator.url, "--concurrency", "2")
+    assert code == 69, err
+    assert "quota: the API's quota is used up: HTTP 429" in err
+    assert complete_lines(tmp_path / "p.results.jsonl") == 0
+    assert 1 <= openai_emulator.stats.requests <= 2
+
+
 def test_retryable_errors_are_retried_and_final_ones_recorded(
     openai_emulator: RunningOpenAIEmulator, tmp_path: Path
 ) -> None:
@@ -247,3 +259,20 @@ def test_tpm_holds_the_whole_run_to_its_budget(
         assert record["usage"]["total_tokens"] >= estimate[record["id"]]
     last = max(openai_emulator.stats.request_times)
     assert last - started >= (sum(estimate.values()) - 3000) / 50
+
+
+def test_a_job_file_cannot_hold_the_key(
+    openai_emulator: RunningOpenAIEmulator, tmp_path: Path
+) -> None:
+    write_lines(tmp_path / "p.jsonl", chat_prompts(2))
+    job = tmp_path / "job.toml"
+    settings = f'input = "p.jsonl"\nprovider = "openai"\nbase_url = "{openai_emulator.url}"\n'
+    job.write_text(settings + f'api_key = "{KEY}"\n')
+    done = batchgpt([*CLI, "run", str(job), "--no-progress"], env=key_env())
+    assert done.returncode == 2 and "unknown key 'api_key'" in done.stderr
+    assert KEY not in done.stderr + done.stdout
+    assert openai_emulator.stats.requests == 0
+    job.write_text(settings + "tpm = 100000\n")
+    done = batchgpt([*CLI, "run", str(job), "--no-progress"], env=key_env())
+    assert done.returncode == 0, done.stderr
+    assert openai_emulator.stats.answers == 2

@@ -174,7 +174,24 @@ class OpenAIEmulator:
             )
         )
 
+    def _refused(self, authorization: str | None) -> web.Response | None:
+        """The answer to a request without the configured key; None when it may pass."""
+        key = self.config.api_key
+        if not key or authorization == f"Bearer {key}":
+            return None
+        given = (authorization or "").removeprefix("Bearer ")
+        return self._reply(
+            _error(
+                self.config.auth_status,
+                f"Incorrect API key provided: {given or '(none)'}.",
+                "invalid_request_error",
+                "invalid_api_key",
+            )
+        )
+
     async def _models(self, request: web.Request) -> web.Response:
+        if refused := self._refused(request.headers.get("Authorization")):
+            return refused
         names = [m for m in self.config.models.split(",") if m] or ["emulated-model"]
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "emulator"} for n in names]
         return self._reply(web.json_response({"object": "list", "data": data}))
@@ -202,16 +219,8 @@ class OpenAIEmulator:
         if self.keep_bodies:
             self.stats.bodies.append(body if isinstance(body, dict) else {"<raw>": raw.decode()})
             self.stats.authorizations.append(authorization)
-        if config.api_key and authorization != f"Bearer {config.api_key}":
-            given = (authorization or "").removeprefix("Bearer ")
-            return self._reply(
-                _error(
-                    config.auth_status,
-                    f"Incorrect API key provided: {given or '(none)'}.",
-                    "invalid_request_error",
-                    "invalid_api_key",
-                )
-            )
+        if refused := self._refused(authorization):
+            return refused
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return self._reply(
                 _error(

@@ -347,7 +347,10 @@ def cookbook_tool(path: Path | None, curator: Tool, venvs: Path) -> Tool:
     tool = Tool(
         "OpenAI cookbook parallel processor", version, command, results, unavailable, tls=True
     )
-    tool.notes.append("paced by max_requests_per_minute; https only, so over TLS")
+    tool.notes.append(
+        "paced by max_requests_per_minute, no cap in flight; its bucket starts full, so a "
+        "minute's worth may go out at once; https only, so over TLS"
+    )
     return tool
 
 
@@ -385,32 +388,53 @@ _RUSAGE = (
 )
 
 
-def start(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+@dataclass
+class Started:
+    """A command started under the RSS wrapper; its stderr goes to a file, never to an unread
+    pipe (a full pipe would stall a chatty tool while it is being watched)."""
+
+    process: subprocess.Popen[bytes]
+    stderr: Path
+    started: float
+
+
+def start(argv: list[str], env: dict[str, str], cwd: Path) -> Started:
     """The command under a wrapper that reports its peak RSS, in a process group of its own."""
-    return subprocess.Popen(
-        [PYTHON, "-c", _RUSAGE, *argv],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    stderr = cwd / f"stderr-{time.monotonic_ns()}.txt"
+    with stderr.open("wb") as sink:
+        process = subprocess.Popen(
+            [PYTHON, "-c", _RUSAGE, *argv],
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            start_new_session=True,
+        )
+    return Started(process, stderr, time.monotonic())
 
 
-def finish(process: subprocess.Popen[str], started: float) -> Run:
+def kill(started: Started) -> None:
+    """kill -9 the command and everything it started (its own process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(started.process.pid, signal.SIGKILL)
+    started.process.wait()
+
+
+def finish(started: Started) -> Run:
     try:
-        _, err = process.communicate(timeout=RUN_TIMEOUT)
+        started.process.wait(timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        _, err = process.communicate()
-        return Run(time.monotonic() - started, 0.0, -9, f"timed out after {RUN_TIMEOUT} s")
-    seconds = time.monotonic() - started
+        kill(started)
+        return Run(time.monotonic() - started.started, 0.0, -9, f"timed out after {RUN_TIMEOUT} s")
+    seconds = time.monotonic() - started.started
+    err = started.stderr.read_text(errors="replace")
     match = re.search(r"RUSAGE (\d+) (-?\d+)", err)
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("RUSAGE")]
+    tail = " | ".join(lines[-3:])[-400:]
     if match is None:
-        return Run(seconds, 0.0, process.returncode, " | ".join(lines[-3:]))
-    return Run(seconds, int(match[1]) / 1024, int(match[2]), " | ".join(lines[-3:])[-400:])
+        return Run(seconds, 0.0, started.process.returncode, tail)
+    return Run(seconds, int(match[1]) / 1024, int(match[2]), tail)
 
 
 class Bench:
@@ -429,9 +453,7 @@ class Bench:
 
     def run(self, tool: Tool, job: Job) -> Run:
         argv, extra, cwd = tool.command(job)
-        env = tool_env(tool, self.venvs, extra, self.certificate)
-        started = time.monotonic()
-        return finish(start(argv, env, cwd), started)
+        return finish(start(argv, tool_env(tool, self.venvs, extra, self.certificate), cwd))
 
     @contextlib.contextmanager
     def servers(self, **settings: Any) -> Iterator[dict[bool, tuple[str, str]]]:
@@ -662,19 +684,17 @@ def kill_and_rerun(
             requests = 0
             for _ in range(kills):
                 control(url, reset_stats=True)
-                process = start(argv, env, cwd)
+                started = start(argv, env, cwd)
                 deadline = time.monotonic() + 300
-                while process.poll() is None and time.monotonic() < deadline:
+                while started.process.poll() is None and time.monotonic() < deadline:
                     if emulator_stats(url)["answers"] >= count // 4:
                         break
                     time.sleep(0.02)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.communicate()
+                kill(started)
                 time.sleep(0.5)  # let the server finish what the dead run left in flight
                 requests += emulator_stats(url)["requests"]
             control(url, reset_stats=True)
-            run = finish(start(argv, env, cwd), time.monotonic())
+            run = finish(start(argv, env, cwd))
             requests += emulator_stats(url)["requests"]
             ids = Counter(tool.results(job))
             expected = {f"p{n}" for n in range(count)}
