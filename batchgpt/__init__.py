@@ -11,7 +11,7 @@ from typing import Any
 
 _EXPORTS = {
     "ChatGptEs": "batchgpt.providers.chatgpt_es",
-    "ChatGptEsSession": "batchgpt.providers.session",
+    "ChatGptEsSession": "batchgpt.providers.chatgpt_es",
     "RunConfig": "batchgpt.config",
     "run": "batchgpt.runner",
     "BatchGptError": "batchgpt.errors",

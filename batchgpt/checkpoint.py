@@ -8,13 +8,18 @@
   middle stops the run (exit 2) unless `repair` drops it, a line repeated for one input line counts
   as corruption. What it read is the done set: input lines are skipped by number.
 - `JobLock` holds an flock on OUTPUT.lock for the whole run; the kernel drops it even after kill -9.
+  OUTPUT is its real path (config.real_path), so any name of the file reaches the same lock.
 - `Checkpoint` is the checkpoint file's content, a versioned record; `Checkpoint.load` refuses an
   unknown version or shape by name, since the output alone is enough to resume.
+- `scan_input` fingerprints exactly the bytes a run will read (sha256 and size); a resume whose
+  input only grew (its first `size` bytes as before, ending a line) goes on with the new lines,
+  any other change is refused. Scan and recovery stop (`Interrupted`) when asked, changing nothing.
+- Every OSError on these files becomes a JobError naming the file (errors.file_error): exit 74,
+  or 2 for a path the user must fix.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import os
@@ -33,6 +38,8 @@ from batchgpt.errors import (
     InputChangedError,
     JobLockedError,
     OutputWriteError,
+    file_error,
+    file_errors,
 )
 from batchgpt.formats import Result, decode_line
 from batchgpt.inputs import IdIndex, LineSet
@@ -63,23 +70,55 @@ def replace_atomically(path: Path, data: bytes) -> None:
     fsync_directory(path.parent)
 
 
-def scan_input(path: Path) -> tuple[dict[str, Any], int]:
-    """The input's fingerprint and its number of physical lines, in one read of the file."""
+class Interrupted(Exception):
+    """A read of the input or the output was stopped (a signal) before anything was changed."""
+
+
+@dataclass(frozen=True)
+class InputScan:
+    """One read of the input: its fingerprint (sha256 and size of what the run will read), its
+    physical lines, and the fingerprint of its first `prefix` bytes, to tell whether an input
+    only grew since a checkpoint (None when it is shorter than that)."""
+
+    fingerprint: dict[str, Any]
+    lines: int
+    prefix: dict[str, Any] | None = None
+    prefix_ends_a_line: bool = True
+
+
+def scan_input(
+    path: Path, *, prefix: int | None = None, stop: Callable[[], bool] | None = None
+) -> InputScan:
+    """Fingerprint and count the lines of `path` in one read; `stop` is asked after each chunk
+    (`Interrupted` when true). The fingerprint covers exactly the bytes read: the run reads no
+    further, so lines appended meanwhile wait for the next run."""
     digest = hashlib.sha256()
-    lines = 0
+    size = lines = 0
     last = b"\n"
+    seen: dict[str, Any] | None = None
+    seen_ends_a_line = True
     with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
+        while True:
+            if prefix is not None and seen is None and size == prefix:
+                seen = {"sha256": digest.hexdigest(), "size": size}
+                seen_ends_a_line = last == b"\n"
+            wanted = 1 << 20 if prefix is None or size >= prefix else min(1 << 20, prefix - size)
+            chunk = stream.read(wanted)
+            if not chunk:
+                break
             digest.update(chunk)
+            size += len(chunk)
             lines += chunk.count(b"\n")
             last = chunk[-1:]
-    fingerprint = {"sha256": digest.hexdigest(), "size": path.stat().st_size}
-    return fingerprint, lines + (last != b"\n")
+            if stop is not None and stop():
+                raise Interrupted
+    fingerprint = {"sha256": digest.hexdigest(), "size": size}
+    return InputScan(fingerprint, lines + (last != b"\n"), seen, seen_ends_a_line)
 
 
 def file_fingerprint(path: Path) -> dict[str, Any]:
     """sha256 and size of the input: what decides whether a checkpoint still applies."""
-    return scan_input(path)[0]
+    return scan_input(path).fingerprint
 
 
 # lock -----------------------------------------------------------------------------------------
@@ -93,17 +132,23 @@ class JobLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the lock or raise JobLockedError (75); an I/O failure names the lock file."""
+        with file_errors("open", self.path):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(fd)
+            with file_errors("lock", self.path):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise JobLockedError(
+                        f"another run holds {self.path} ({_holder(fd)}); nothing was touched"
+                    ) from None
+            with file_errors("write", self.path):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        except BaseException:
             os.close(fd)
-            raise JobLockedError(
-                f"another run holds {self.path} ({holder}); nothing was touched"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+            raise
         self._fd = fd
 
     def release(self) -> None:
@@ -175,11 +220,10 @@ class Checkpoint:
             raise _unreadable(path, str(exc)) from exc
         if not isinstance(data, dict):
             raise _unreadable(path, f"a JSON {type(data).__name__}, not an object")
-        if data.get("version") != CHECKPOINT_VERSION:
+        version = data.get("version")
+        if version != CHECKPOINT_VERSION or isinstance(version, bool):
             raise _unreadable(
-                path,
-                f"version {data.get('version')!r}, this batchgpt reads "
-                f"version {CHECKPOINT_VERSION}",
+                path, f"version {version!r}, this batchgpt reads version {CHECKPOINT_VERSION}"
             )
         types: dict[str, type | tuple[type, ...]] = {
             "input_path": str,
@@ -188,27 +232,45 @@ class Checkpoint:
             "output_offset": int,
             "counts": dict,
             "updated_at": (int, float),
-            "version": int,
         }
-        known = {f.name for f in fields(cls)}
         for name, wanted in types.items():
-            if name in data and not isinstance(data[name], wanted):
+            if name in data and (
+                not isinstance(data[name], wanted) or isinstance(data[name], bool)
+            ):
                 raise _unreadable(path, f"{name!r} has the wrong type")
         missing = {"input_path", "input", "options"} - set(data)
         if missing:
             raise _unreadable(path, f"no {sorted(missing)[0]!r}")
+        fingerprint = data["input"]
+        if not (
+            isinstance(fingerprint.get("sha256"), str)
+            and type(fingerprint.get("size")) is int
+            and fingerprint["size"] >= 0
+        ):
+            raise _unreadable(path, "'input' is not a sha256 and a size")
+        known = {f.name for f in fields(cls)}
         return cls(**{name: value for name, value in data.items() if name in known})
 
-    def check(self, input_print: dict[str, Any], options: dict[str, Any], input_path: Path) -> None:
-        """Refuse to resume a job whose input or result-shaping options changed."""
+    def check(self, scan: InputScan, options: dict[str, Any], input_path: Path) -> bool:
+        """Refuse to resume a job whose input or result-shaping options changed; True when the
+        input only grew (lines appended, its first `size` bytes as before)."""
         advice = "to start over, run again with --restart"
-        old = self.input
-        if old != input_print:
-            raise InputChangedError(
-                f"{input_path} changed since the checkpoint (size {old.get('size')} → "
-                f"{input_print['size']}, sha256 {str(old.get('sha256'))[:12]} → "
-                f"{input_print['sha256'][:12]}); {advice}"
-            )
+        old, new = self.input, scan.fingerprint
+        grew = old != new and scan.prefix == old
+        if old != new and not (grew and scan.prefix_ends_a_line):
+            if grew:
+                what = "its last line was extended (it had no line end), not only appended to"
+            elif new["size"] < old["size"]:
+                what = f"it is shorter (size {old['size']} → {new['size']})"
+            elif new["size"] == old["size"]:
+                what = f"its content differs (sha256 {old['sha256'][:12]} → {new['sha256'][:12]})"
+            else:
+                what = (
+                    f"its first {old['size']} bytes differ, it was not only appended to "
+                    f"(size {old['size']} → {new['size']}, sha256 {old['sha256'][:12]} → "
+                    f"{new['sha256'][:12]})"
+                )
+            raise InputChangedError(f"{input_path} changed since the checkpoint: {what}; {advice}")
         changed = [
             f"{key} {self.options.get(key)!r} → {options.get(key)!r}"
             for key in sorted(set(self.options) | set(options))
@@ -219,6 +281,7 @@ class Checkpoint:
                 f"options that shape results changed since the checkpoint: {', '.join(changed)}; "
                 f"{advice}"
             )
+        return grew
 
 
 def _unreadable(path: Path, reason: str) -> InputChangedError:
@@ -254,7 +317,13 @@ class RecoveredOutput:
             self.errors[record.kind or "unknown"] += 1
 
 
-def _scan(path: Path) -> tuple[RecoveredOutput, list[tuple[int, int, str]], int, int]:
+#: How many lines recovery reads between two looks at its `stop`.
+_STOP_EVERY = 4096
+
+
+def _scan(
+    path: Path, stop: Callable[[], bool] | None
+) -> tuple[RecoveredOutput, list[tuple[int, int, str]], int, int]:
     """The good lines read back, the bad ones (output line, byte offset, reason), the end of the
     last good line and the file size."""
     recovered = RecoveredOutput()
@@ -262,6 +331,8 @@ def _scan(path: Path) -> tuple[RecoveredOutput, list[tuple[int, int, str]], int,
     offset = good_end = 0
     with path.open("rb") as stream:
         for number, raw in enumerate(stream, start=1):
+            if stop is not None and number % _STOP_EVERY == 0 and stop():
+                raise Interrupted
             reason = None
             if not raw.endswith(b"\n"):
                 reason = "torn line (no line end)"
@@ -289,16 +360,20 @@ def recover_output(
     repair: bool = False,
     drop: Callable[[Result], bool] | None = None,
     read_only: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> RecoveredOutput:
     """Make `path` a clean log of complete results and read back what it holds.
 
     A bad tail is cut in place. Bad lines before good ones are corruption: reported with line and
     offset, or dropped when `repair` is set. Lines for which `drop` is true (retryable errors under
     --retry-errors) are removed too, by an atomic rewrite. `read_only` only reads the good lines.
+    `stop` is asked now and then while reading or rewriting: `Interrupted` when true, with the
+    file as it was.
     """
     if not path.exists():
         return RecoveredOutput()
-    recovered, bad, good_end, size = _scan(path)
+    with file_errors("read", path):
+        recovered, bad, good_end, size = _scan(path, stop)
     if read_only:
         return recovered
     middle = [entry for entry in bad if entry[1] < good_end]
@@ -312,34 +387,43 @@ def recover_output(
         )
     cut = size - good_end
     if cut:
-        with path.open("r+b") as stream:
+        with file_errors("cut the torn tail of", path), path.open("r+b") as stream:
             stream.truncate(good_end)
             os.fsync(stream.fileno())
     if middle or drop is not None:
-        recovered = _rewrite(path, drop)
+        with file_errors("rewrite", path):
+            recovered = _rewrite(path, drop, stop)
     recovered.cut_bytes = cut
     recovered.size = path.stat().st_size
     return recovered
 
 
-def _rewrite(path: Path, drop: Callable[[Result], bool] | None) -> RecoveredOutput:
-    """Keep the good, first, undropped result of each input line; replace `path` atomically."""
+def _rewrite(
+    path: Path, drop: Callable[[Result], bool] | None, stop: Callable[[], bool] | None
+) -> RecoveredOutput:
+    """Keep the good, first, undropped result of each input line; replace `path` atomically
+    (a failed or stopped rewrite leaves `path` as it was, and no temp file)."""
     recovered = RecoveredOutput()
     temp = path.with_name(f".{path.name}.rewrite.tmp")
-    with path.open("rb") as source, temp.open("wb") as target:
-        for raw in source:
-            try:
-                record: Result | None = decode_line(raw)
-            except ValueError:
-                record = None
-            if record is None or record.line in recovered.done or (drop and drop(record)):
-                recovered.dropped_lines += 1
-                continue
-            recovered.add(record)
-            target.write(raw)
-        target.flush()
-        os.fsync(target.fileno())
-    os.replace(temp, path)
+    try:
+        with path.open("rb") as source, temp.open("wb") as target:
+            for number, raw in enumerate(source, start=1):
+                if stop is not None and number % _STOP_EVERY == 0 and stop():
+                    raise Interrupted
+                try:
+                    record: Result | None = decode_line(raw)
+                except ValueError:
+                    record = None
+                if record is None or record.line in recovered.done or (drop and drop(record)):
+                    recovered.dropped_lines += 1
+                    continue
+                recovered.add(record)
+                target.write(raw)
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
     fsync_directory(path.parent)
     return recovered
 
@@ -351,7 +435,8 @@ class ResultLog:
         self.output = output
         self.checkpoint = checkpoint
         self.header = header
-        self._fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        with file_errors("open", output):
+            self._fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.offset = os.fstat(self._fd).st_size
 
     def append(self, data: bytes) -> None:
@@ -364,10 +449,10 @@ class ResultLog:
             if 0 < written < len(data):
                 written += os.write(self._fd, data[written:])
         except OSError as exc:
-            raise OutputWriteError(_io_message(self.output, exc)) from exc
+            raise file_error("write", self.output, exc) from exc
         if written != len(data):
             raise OutputWriteError(
-                f"writing {self.output} failed: short write (disk full?); state is resumable, "
+                f"cannot write {self.output}: short write (disk full?); state is resumable, "
                 "run again once fixed"
             )
         self.offset += written
@@ -378,20 +463,11 @@ class ResultLog:
         `offset` is the output size `counts` describe (default: all appended so far); lines
         appended while a commit runs in another thread are covered by the next one."""
         offset = self.offset if offset is None else offset
-        try:
+        with file_errors("sync", self.output):
             os.fsync(self._fd)
-            state = replace(
-                self.header, output_offset=offset, counts=counts, updated_at=time.time()
-            )
+        state = replace(self.header, output_offset=offset, counts=counts, updated_at=time.time())
+        with file_errors("write", self.checkpoint):
             replace_atomically(self.checkpoint, state.dump())
-        except OSError as exc:
-            raise OutputWriteError(_io_message(self.checkpoint, exc)) from exc
 
     def close(self) -> None:
         os.close(self._fd)
-
-
-def _io_message(path: Path, exc: OSError) -> str:
-    reason = {errno.ENOSPC: "disk full", errno.EFBIG: "file too large", errno.EIO: "I/O error"}
-    what = reason.get(exc.errno or 0, exc.strerror or str(exc))
-    return f"writing {path} failed: {what}; state is resumable, run again once fixed"

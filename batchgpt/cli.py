@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Any, TypeVar
 import click
 
 from batchgpt.config import Flag, Option, Texts, option, run_options
-from batchgpt.errors import JobError, UsageError
+from batchgpt.errors import JobError, UsageError, file_error
+from batchgpt.logs import LOG_FORMAT_ENVVAR, LOG_FORMATS, announce, is_json, setup_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,25 +28,70 @@ log = logging.getLogger("batchgpt")
 
 
 def main() -> None:
-    """The console entry point: every `JobError` becomes its one-line message and exit code."""
+    """The console entry point: every `JobError` becomes its one-line message and exit code, an
+    OSError too (74, or 2 for a path to fix), and so does Click's own usage error; all in the
+    log format asked for. A signal outside the run's own handlers exits 130/143 at once."""
+    _stop_on_signals()
+    setup_logging(_log_format(sys.argv[1:]))
     try:
         cli.main(standalone_mode=False)
+    except _Stopped as stop:
+        log.error("error: stopped by %s; run again to resume", signal.Signals(stop.signal).name)
+        sys.exit(stop.code)
     except JobError as error:
         _fail(error)
+    except OSError as error:  # one not named where it happened
+        _fail(file_error("use", error.filename or "a file", error))
     except click.exceptions.Abort:
-        click.echo("Aborted!", err=True)
+        log.error("Aborted!", extra={"fields": {"exit_code": 1}})
         sys.exit(1)
     except click.ClickException as error:
-        error.show()
+        if is_json():
+            usage = (
+                error.ctx.get_usage() if isinstance(error, click.UsageError) and error.ctx else None
+            )
+            fields = {"kind": "usage", "exit_code": error.exit_code, "usage": usage}
+            log.error("error: %s", error.format_message(), extra={"fields": fields})
+        else:
+            error.show()
         sys.exit(error.exit_code)
 
 
 def _fail(error: JobError) -> None:
-    if log.handlers:
-        log.error("error: %s", error)
-    else:
-        click.echo(f"batchgpt: error: {error}", err=True)
+    fields = {"kind": error.kind, "exit_code": error.exit_code}
+    log.error("error: %s", error, extra={"fields": fields})
     sys.exit(error.exit_code)
+
+
+def _log_format(args: list[str]) -> str:
+    """--log-format (or its variable), read before Click parses anything, so that Click's own
+    errors come out in that format too."""
+    chosen = os.environ.get(LOG_FORMAT_ENVVAR, "text")
+    for index, arg in enumerate(args):
+        if arg == "--log-format" and index + 1 < len(args):
+            chosen = args[index + 1]
+        elif arg.startswith("--log-format="):
+            chosen = arg.partition("=")[2]
+    return "json" if chosen == "json" else "text"
+
+
+class _Stopped(SystemExit):
+    """SIGINT or SIGTERM outside the run's own handlers (before the run, or after it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signal = signum
+
+
+def _stop_at_once(signum: int, frame: object) -> None:
+    raise _Stopped(signum)
+
+
+def _stop_on_signals() -> None:
+    """Exit 130/143 on a signal that comes before the run installs its handlers (nothing has
+    been touched then) or after it removed them, instead of a traceback or death by signal."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_at_once)
 
 
 class _OptionType(click.ParamType):
@@ -63,9 +110,7 @@ class _OptionType(click.ParamType):
 
 
 def _help(declared: Option) -> str:
-    default = declared.default_text
-    if default is None and declared.default not in (None, False, ()):
-        default = str(declared.default)
+    default = declared.shown_default
     return declared.help + (f" [default: {default}]" if default else "")
 
 
@@ -116,18 +161,20 @@ def _logging_options(function: F) -> F:
     )(function)
     return click.option(
         "--log-format",
-        type=click.Choice(["text", "json"]),
+        type=click.Choice(LOG_FORMATS),
         default="text",
-        envvar="BATCHGPT_LOG_FORMAT",
+        envvar=LOG_FORMAT_ENVVAR,
         show_envvar=True,
-        help="json: one object per line (time, level, event).",
+        help="json: every line on stderr is one object (time, level, event, fields).",
     )(function)
 
 
 def _setup_logging(options: dict[str, Any]) -> None:
-    from batchgpt.logs import setup_logging
-
-    setup_logging(options.pop("log_format"), options.pop("verbose") - options.pop("quiet"))
+    """Logging as the options ask; in JSON no progress bar, which is not a line of JSON."""
+    log_format = options.pop("log_format")
+    setup_logging(log_format, options.pop("verbose") - options.pop("quiet"))
+    if log_format == "json":
+        options["no_progress"] = True
 
 
 def _stdin_is_a_terminal() -> bool:
@@ -200,8 +247,9 @@ def run(ctx: click.Context, input_path: Path, **options: Any) -> None:
     from batchgpt.runner import run_foreground
 
     outcome = run_foreground(config)
-    for line in summary_lines(outcome.stats, str(config.output)):
-        click.echo(f"batchgpt: {line}", err=True)
+    _stop_on_signals()  # the run's handlers are gone
+    for line, fields in summary_lines(outcome.stats, str(config.output)):
+        announce(line, **fields)
     if config.report is not None:
         rerun = " ".join(["batchgpt", *map(shlex.quote, sys.argv[1:]), "--retry-errors"])
         _write_report([config.output], config.report, rate=config.rate or None, rerun=rerun)
@@ -246,6 +294,41 @@ def validate(
     else:
         click.echo(report.summary(), err=True)
     sys.exit(EXIT_DATAERR if report.invalid else 0)
+
+
+@cli.command()
+@click.argument("url", required=False)
+@click.option("--ask", metavar="TEXT", help="Also send one prompt, as a run would.")
+@click_option(option("chat"))
+@click_option(option("bot_id"))
+@click.option("--proxy", metavar="URL", help="Reach the site through this proxy.")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per request.")
+@click.option("--json", "as_json", is_flag=True, help="A machine-readable report on stdout.")
+def probe(
+    url: str | None,
+    ask: str | None,
+    chat: str | None,
+    bot_id: int | None,
+    proxy: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """What the chat site at URL runs [default: https://chatgpt.es]: its chat generation, bots
+    and nonce, each request's status and time; exit 0 when it would answer, else the exit code a
+    run would get."""
+    from batchgpt.probe import run_probe
+    from batchgpt.providers.chatgpt_es import ChatGptEs
+
+    report = run_probe(
+        url or ChatGptEs.url,
+        ask=ask,
+        chat=chat or "auto",
+        bot_id=bot_id,
+        proxy=proxy,
+        timeout=timeout,
+    )
+    click.echo(report.to_json() if as_json else report.text())
+    sys.exit(report.exit_code)
 
 
 @cli.command()
@@ -300,9 +383,9 @@ def convert(source: Path, target: Path, output_format: str) -> None:
 def report(results: tuple[Path, ...], output: Path, rate: str | None) -> None:
     """Write one self-contained HTML report of results files (or of their job files)."""
     from batchgpt.config import parse_rate
-    from batchgpt.jobs import job_files
+    from batchgpt.jobs import results_files
 
-    outputs = [job_files(path).output for path in results]
+    outputs = [results_files(path).output for path in results]
     _write_report(outputs, output, rate=parse_rate(rate) if rate else None)
 
 
@@ -315,7 +398,9 @@ def _write_report(
         write_report(results, output, rate=rate, rerun_command=rerun)
     except ReportDependencyError as error:
         raise UsageError(str(error)) from None
-    click.echo(f"batchgpt: report written to {output}", err=True)
+    except OSError as error:
+        raise UsageError(f"report: {error.filename}: {error.strerror or error}") from None
+    announce(f"report written to {output}", report=str(output))
 
 
 @cli.command()
@@ -362,7 +447,7 @@ def emulator(host: str, port: int, api: str, settings: tuple[str, ...]) -> None:
     help="Write the results here instead of a temp folder.",
 )
 def demo(keep: Path | None) -> None:
-    """Run samples/ through the full pipeline against the bundled emulator on loopback."""
+    """Run the demo's prompts through the full pipeline against the bundled emulator on loopback."""
     from batchgpt.demo import run_demo
 
     sys.exit(run_demo(keep))

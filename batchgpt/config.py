@@ -217,6 +217,14 @@ class Option:
     def envvars(self) -> tuple[str, ...]:
         return (ENV_PREFIX + self.flag[2:].upper().replace("-", "_"), *self.extra_envvars)
 
+    @property
+    def shown_default(self) -> str | None:
+        """The default as --help and the README show it (None: no default worth showing)."""
+        value = self.default
+        if self.default_text is None and value is not None and value is not False and value != ():
+            return str(value)
+        return self.default_text
+
     def read(self, value: Any) -> Any:
         """The value checked and converted; UsageError naming the option otherwise."""
         try:
@@ -256,7 +264,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "rate",
         Rate(),
-        "Requests per second for the run: 2, 2/s, 120/min, 5000/h; 0 = unlimited.",
+        "Prompts sent per second for the run: 2, 2/s, 120/min, 5000/h; 0 = unlimited.",
         default=0.0,
     ),
     Option(
@@ -324,6 +332,13 @@ OPTIONS: tuple[Option, ...] = (
         default_text="8 MiB",
         shapes_results=True,
     ),
+    Option(
+        "max_answer_bytes",
+        Integer(1),
+        "Largest response read; a bigger answer is a retryable bad_response.",
+        default=8 * 1024 * 1024,
+        default_text="8 MiB",
+    ),
     Option("sync_lines", Integer(1), "fsync output and checkpoint every N lines.", default=512),
     Option("sync_seconds", Number(), "... or every S seconds, whichever comes first.", default=1.0),
     Option("report", File(), "Also write an HTML report here at the end."),
@@ -344,6 +359,21 @@ def run_options() -> tuple[Option, ...]:
     return OPTIONS + tuple(option for backend in backend_classes() for option in backend.options)
 
 
+def markdown_table() -> str:
+    """Every `batchgpt run` option as the README's table shows it (a test keeps them equal)."""
+    rows = ["| option | environment | default | meaning |", "| --- | --- | --- | --- |"]
+    for declared in run_options():
+        if declared.name == "input":
+            continue
+        flag = f"`{declared.short}`, `{declared.flag}`" if declared.short else f"`{declared.flag}`"
+        if not declared.on_command_line:
+            flag = "(environment only)"
+        envvars = ", ".join(f"`{name}`" for name in declared.envvars)
+        default = declared.shown_default or ""
+        rows.append(f"| {flag} | {envvars} | {default} | {declared.help} |")
+    return "\n".join(rows)
+
+
 def option(name: str) -> Option:
     """The option called `name`."""
     return next(o for o in run_options() if o.name == name)
@@ -357,8 +387,15 @@ def default_output(input_path: Path, shard: Shard | None) -> Path:
     return input_path.with_name(stem + ".results.jsonl")
 
 
+def real_path(path: Path) -> Path:
+    """`path` with every symlink and `..` resolved, absolute: the one name of a job's file, so
+    that a symlink, a relative path or a symlinked folder reaches the same lock and checkpoint."""
+    return Path(os.path.realpath(path))
+
+
 def lock_path(output: Path) -> Path:
-    """The lock file of the job whose results are `output`."""
+    """The lock file of the job whose results are `output` (beside the real file)."""
+    output = real_path(output)
     return output.with_name(output.name + ".lock")
 
 
@@ -416,6 +453,7 @@ class RunConfig:
     progress: bool
     drain_timeout: float
     max_line_bytes: int
+    max_answer_bytes: int
     sync_lines: int
     sync_seconds: float
     report: Path | None
@@ -445,14 +483,14 @@ class RunConfig:
         except ModelNotSupportedError as exc:
             raise UsageError(f"--model {model!r}: {exc.message}") from None
         shard = _shard(read["shard"], read["shard_count"])
-        output = read["output"] or default_output(read["input"], shard)
+        output = real_path(read["output"] or default_output(read["input"], shard))
         proxies = list(read["proxies"])
         if read["proxy_file"] is not None:
             proxies += read_proxy_file(read["proxy_file"])
         return cls(
             input=read["input"],
             output=output,
-            checkpoint=read["checkpoint"] or Path(f"{output}.ckpt"),
+            checkpoint=real_path(read["checkpoint"] or Path(f"{output}.ckpt")),
             provider=read["provider"],
             base_url=read["base_url"] or backend.default_base_url,
             model=model,
@@ -471,6 +509,7 @@ class RunConfig:
             progress=not read["no_progress"] and sys.stderr.isatty(),
             drain_timeout=read["drain_timeout"],
             max_line_bytes=read["max_line_bytes"],
+            max_answer_bytes=read["max_answer_bytes"],
             sync_lines=read["sync_lines"],
             sync_seconds=read["sync_seconds"],
             report=read["report"],

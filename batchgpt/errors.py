@@ -34,14 +34,19 @@ catch by meaning::
         ├── MergeConflictError             65  shard outputs overlap or miss lines
         ├── SiteUnreachableError           69  the breaker gave up
         ├── SiteHaltedError                69  a quota, a ban on every proxy, a broken site
-        ├── OutputWriteError               74  writing or syncing output/checkpoint failed
+        ├── OutputWriteError               74  an I/O error on the job's files (disk full, EIO)
         └── JobLockedError                 75  another run holds the job's lock
 
 Records of bad input lines use the kind `invalid_input` (never sent, never retried).
+`file_error` turns an OSError on one of the job's files into the run's error, naming the file.
 """
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
+from os import PathLike
 from typing import ClassVar
 
 from batchgpt.redact import redact
@@ -240,3 +245,44 @@ class OutputWriteError(JobError):
 class JobLockedError(JobError):
     kind = "locked"
     exit_code = 75
+
+
+#: OSError numbers a person fixes by changing a path or its permissions: exit 2, not 74.
+PATH_ERRNOS: frozenset[int] = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+    }
+)
+_REASONS = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large",
+    errno.EIO: "I/O error",
+}
+
+
+def file_error(action: str, path: str | PathLike[str], exc: OSError) -> JobError:
+    """`exc`, raised trying to `action` `path`, as one line naming the file: a path the user must
+    fix (permissions, a missing folder, a read-only file system) is a UsageError (exit 2), any
+    other failure (a full disk, EIO) an OutputWriteError (exit 74)."""
+    reason = _REASONS.get(exc.errno or 0) or (exc.strerror or str(exc)).lower()
+    message = f"cannot {action} {path}: {reason}; state is resumable, run again once fixed"
+    if exc.errno in PATH_ERRNOS:
+        return UsageError(message)
+    return OutputWriteError(message)
+
+
+@contextmanager
+def file_errors(action: str, path: str | PathLike[str]) -> Iterator[None]:
+    """Raise any OSError of the block as `file_error(action, path, …)`."""
+    try:
+        yield
+    except OSError as exc:
+        raise file_error(action, path, exc) from exc

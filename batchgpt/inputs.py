@@ -7,11 +7,13 @@ Lines already done (by number) are skipped without parsing. Duplicate ids are fo
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchgpt.errors import file_errors
 from batchgpt.records import InvalidLine, ModelCheck, PromptRecord, id_key, parse_line
 
 BOM = b"\xef\xbb\xbf"
@@ -105,18 +107,26 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
-def physical_lines(path: Path, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, content without its line end), or None content for an over-long line."""
-    with path.open("rb") as stream:
+def physical_lines(
+    path: Path, max_line_bytes: int, size: int | None = None
+) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, content without its line end), or None content for an over-long line;
+    no further than `size` bytes when given (the part of the file a run fingerprinted)."""
+    with file_errors("read", path), path.open("rb") as stream:
+        left = sys.maxsize if size is None else size
         # Skip the BOM before reading lines, so it never counts against the first line's limit.
-        if stream.read(len(BOM)) != BOM:
+        if left >= len(BOM) and stream.read(len(BOM)) == BOM:
+            left -= len(BOM)
+        else:
             stream.seek(0)
         number = 0
-        while raw := stream.readline(max_line_bytes + 2):
+        while raw := stream.readline(min(max_line_bytes + 2, left)):
+            left -= len(raw)
             number += 1
             if not raw.endswith(b"\n") and len(raw) > max_line_bytes:
-                while (rest := stream.readline(_CHUNK)) and not rest.endswith(b"\n"):
-                    pass
+                while (rest := stream.readline(min(_CHUNK, left))) and not rest.endswith(b"\n"):
+                    left -= len(rest)
+                left -= len(rest)
                 yield number, None
                 continue
             raw = raw.removesuffix(b"\n").removesuffix(b"\r")
@@ -132,9 +142,11 @@ def read_prompts(
     done: LineSet | None = None,
     shard: Shard | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    size: int | None = None,
 ) -> Iterator[PromptRecord | InvalidLine]:
-    """Every line of `path` this run must handle: prompts to send and invalid lines to record."""
-    for number, raw in physical_lines(path, max_line_bytes):
+    """Every line of `path` this run must handle: prompts to send and invalid lines to record;
+    only its first `size` bytes when given."""
+    for number, raw in physical_lines(path, max_line_bytes, size):
         if done is not None and number in done:
             continue
         if raw is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchgpt.config import File, RunConfig, lock_path, run_options
+from batchgpt.config import File, RunConfig, lock_path, real_path, run_options
 from batchgpt.errors import UsageError
 
 
@@ -65,12 +65,24 @@ class JobFiles:
     lock: Path
 
 
+def output_files(output: Path) -> JobFiles:
+    """The files of the job whose results are `output` (its checkpoint the default one)."""
+    return JobFiles(output, Path(f"{output}.ckpt"), lock_path(output))
+
+
 def job_files(path: Path) -> JobFiles:
     """The files of the job `path` names (its job file, its INPUT or its OUTPUT), found the way
     `run` finds them, a job file's own `output` and `checkpoint` included."""
+    output = real_path(path)
     if not is_job_file(path) and (
-        Path(f"{path}.ckpt").exists() or path.name.endswith(".results.jsonl")
+        Path(f"{output}.ckpt").exists() or output.name.endswith(".results.jsonl")
     ):
-        return JobFiles(path, Path(f"{path}.ckpt"), lock_path(path))
+        return output_files(output)
     config = RunConfig.build(job_values(path))
     return JobFiles(config.output, config.checkpoint, config.lock_path)
+
+
+def results_files(path: Path) -> JobFiles:
+    """The files of a job named by its job file or by its results file, whatever that file is
+    called (`merge` and `report` take results, never an INPUT)."""
+    return job_files(path) if is_job_file(path) else output_files(path)

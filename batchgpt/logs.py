@@ -1,6 +1,8 @@
 """Logging set-up: text for people, one JSON object per line for log collectors.
 
-Nothing logged carries credentials: every message passes through `redact`.
+In JSON mode every line batchgpt writes to stderr is one object: its own log, other libraries'
+warnings, Python's warnings, the summary (`announce`), and an uncaught exception with its
+traceback. Nothing logged carries credentials: every message passes through `redact`.
 """
 
 from __future__ import annotations
@@ -8,10 +10,18 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from types import TracebackType
+from typing import Any
 
 import orjson
 
 from batchgpt.redact import redact
+
+#: The environment variable that picks the log format, as --log-format does.
+LOG_FORMAT_ENVVAR = "BATCHGPT_LOG_FORMAT"
+LOG_FORMATS = ("text", "json")
+
+log = logging.getLogger("batchgpt")
 
 
 class _RedactingFormatter(logging.Formatter):
@@ -27,8 +37,12 @@ class _JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "event": redact(record.getMessage()),
         }
+        if record.name != log.name:
+            entry["logger"] = record.name
         entry.update(getattr(record, "fields", {}))
-        return orjson.dumps(entry).decode()
+        if record.exc_info:
+            entry["traceback"] = redact(self.formatException(record.exc_info))
+        return orjson.dumps(entry, default=str).decode()
 
 
 def setup_logging(log_format: str = "text", verbosity: int = 0) -> None:
@@ -40,7 +54,32 @@ def setup_logging(log_format: str = "text", verbosity: int = 0) -> None:
     handler.setFormatter(
         _JsonFormatter() if log_format == "json" else _RedactingFormatter("batchgpt: %(message)s")
     )
-    root = logging.getLogger("batchgpt")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+    # Other libraries' warnings and Python's warnings come out the same way.
+    logging.captureWarnings(True)
+    logging.root.handlers[:] = [handler]
+    logging.root.setLevel(logging.WARNING)
+    sys.excepthook = _log_uncaught if log_format == "json" else sys.__excepthook__
+
+
+def is_json() -> bool:
+    """Whether batchgpt logs JSON now."""
+    return any(isinstance(handler.formatter, _JsonFormatter) for handler in log.handlers)
+
+
+def announce(message: str, **fields: Any) -> None:
+    """A line shown at every verbosity (the end-of-run summary), in the log format."""
+    record = log.makeRecord(log.name, logging.INFO, "", 0, message, (), None)
+    record.fields = fields
+    for handler in log.handlers:
+        handler.handle(record)
+    if not log.handlers:
+        print(f"batchgpt: {message}", file=sys.stderr)
+
+
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, trace: TracebackType | None
+) -> None:
+    log.critical("internal error: %s: %s", kind.__name__, error, exc_info=(kind, error, trace))

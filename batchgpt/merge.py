@@ -9,7 +9,7 @@ from batchgpt.checkpoint import Checkpoint, fsync_directory
 from batchgpt.errors import CorruptOutputError, MergeConflictError, UsageError
 from batchgpt.formats import Result, decode_line
 from batchgpt.inputs import DEFAULT_MAX_LINE_BYTES, LineSet, physical_lines
-from batchgpt.jobs import JobFiles, job_files
+from batchgpt.jobs import JobFiles, results_files
 
 SHOWN = 20
 
@@ -27,7 +27,7 @@ def merge_outputs(output: Path, sources: list[Path], *, input_path: Path | None 
     """Concatenate the shard outputs `sources` (or the outputs of their job files) into `output`
     (atomically); refuse overlaps and, when the input is known, missing lines. Returns the number
     of results written."""
-    jobs = [job_files(source) for source in sources]
+    jobs = [results_files(source) for source in sources]
     shards = [job.output for job in jobs]
     for shard in shards:
         if not shard.is_file():

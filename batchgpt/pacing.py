@@ -13,14 +13,22 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-#: Pace a little under the rate so network jitter never shows the site R+1 in a second.
-HEADROOM = 1.005
+#: Pace a little under the rate so jitter on the way never shows the site R+1 in a second: at
+#: R requests per second, 2 % under R absorbs 20 ms of jitter (0.5 % absorbed only 5 ms, which
+#: a loaded machine exceeds), within the 3 % accuracy target.
+HEADROOM = 1.02
 
 
 class Pacer:
-    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
@@ -28,6 +36,7 @@ class Pacer:
         self.ceiling = max(1, math.floor(rate))
         self.window = self.ceiling * self.interval
         self._clock = clock
+        self._sleep = sleep
         self._due: float | None = None
         self._sent: deque[float] = deque(maxlen=self.ceiling)
         self._lock = asyncio.Lock()
@@ -40,6 +49,6 @@ class Pacer:
             if len(self._sent) == self.ceiling:
                 due = max(due, self._sent[0] + self.window)
             if due > now:
-                await asyncio.sleep(due - now)
+                await self._sleep(due - now)
             self._sent.append(max(due, self._clock()))
             self._due = due + self.interval

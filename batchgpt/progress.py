@@ -7,6 +7,7 @@ import logging
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,8 @@ class RunStats:
     with_usage: int = 0
     previous_ok: int = 0
     previous_errors: Counter[str] = field(default_factory=Counter)
+    #: Whether the earlier results were read (not when a stop came before recovery ended).
+    previous_known: bool = False
     started: float = field(default_factory=time.monotonic)
 
     def add(self, result: Result) -> None:
@@ -75,22 +78,31 @@ class RunStats:
 
 
 class Progress:
-    """Progress on stderr: a bar when `bar` is set, else periodic log lines."""
+    """Progress on stderr: a bar when `bar` is set, else a log line every `LOG_EVERY_SECONDS`
+    of `clock` (the clock `stats.started` was read from)."""
 
-    def __init__(self, stats: RunStats, *, total: int | None, bar: bool) -> None:
+    def __init__(
+        self,
+        stats: RunStats,
+        *,
+        total: int | None,
+        bar: bool,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stats = stats
         self.total = total
+        self._clock = clock
         self._bar = (
             tqdm(total=total, unit="prompt", dynamic_ncols=True, smoothing=0.1) if bar else None
         )
-        self._next_log = time.monotonic() + LOG_EVERY_SECONDS
+        self._next_log = clock() + LOG_EVERY_SECONDS
 
     def update(self, count: int) -> None:
         if self._bar is not None:
             self._bar.update(count)
             self._bar.set_postfix(errors=sum(self.stats.errors.values()), refresh=False)
             return
-        now = time.monotonic()
+        now = self._clock()
         if now >= self._next_log:
             self._next_log = now + LOG_EVERY_SECONDS
             counts = {"written": self.stats.written, "errors": sum(self.stats.errors.values())}
@@ -98,7 +110,7 @@ class Progress:
 
     def line(self) -> str:
         stats = self.stats
-        elapsed = max(time.monotonic() - stats.started, 1e-9)
+        elapsed = max(self._clock() - stats.started, 1e-9)
         rate = stats.written / elapsed
         text = f"{stats.written} written ({sum(stats.errors.values())} errors), {rate:.1f}/s"
         if self.total:
@@ -120,25 +132,65 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def summary_lines(stats: RunStats, output: str) -> list[str]:
-    """The end-of-run summary."""
-    elapsed = time.monotonic() - stats.started
+def summary_lines(
+    stats: RunStats, output: str, *, clock: Callable[[], float] = time.monotonic
+) -> list[tuple[str, dict[str, Any]]]:
+    """The end-of-run summary: each line's text, and its numbers for a JSON log (`clock` is the
+    one `stats.started` was read from)."""
+    elapsed = clock() - stats.started
     errors = ", ".join(f"{kind} {count}" for kind, count in stats.total_errors.most_common())
     p50, p95 = stats.percentiles(0.50, 0.95)
     latency = f"p50 {p50} ms, p95 {p95} ms" if p50 is not None else "no requests"
-    lines = [
-        f"this run: {stats.written} results ({stats.ok} ok) in {elapsed:.1f} s, "
-        f"{stats.written / max(elapsed, 1e-9):.1f} prompts/s, {stats.retries} retries, {latency}",
+    rate = stats.written / max(elapsed, 1e-9)
+    this_run = {
+        "summary": "this_run",
+        "written": stats.written,
+        "ok": stats.ok,
+        "errors": dict(stats.errors),
+        "seconds": round(elapsed, 3),
+        "retries": stats.retries,
+        "p50_ms": p50,
+        "p95_ms": p95,
+    }
+    in_output = {
+        "summary": "output",
+        "ok": stats.total_ok if stats.previous_known else None,
+        "errors": dict(stats.total_errors) if stats.previous_known else None,
+        "output": output,
+    }
+    if not stats.previous_known:
+        output_line = f"output: not read, the run stopped before it was recovered → {output}"
+    else:
+        output_line = (
+            f"output: {stats.total_ok} ok, {sum(stats.total_errors.values())} errors"
+            + (f" ({errors})" if errors else "")
+            + f" → {output}"
+        )
+    lines: list[tuple[str, dict[str, Any]]] = [
+        (
+            f"this run: {stats.written} results ({stats.ok} ok) in {elapsed:.1f} s, "
+            f"{rate:.1f} prompts/s, {stats.retries} retries, {latency}",
+            this_run,
+        )
     ]
     if stats.with_usage:
+        per_second = stats.tokens / max(elapsed, 1e-9)
+        per_prompt = stats.tokens / stats.with_usage
+        tokens = {
+            "summary": "tokens",
+            "tokens": stats.tokens,
+            "prompt_tokens": stats.prompt_tokens,
+            "completion_tokens": stats.completion_tokens,
+            "tokens_per_second": round(per_second, 1),
+            "tokens_per_prompt": round(per_prompt, 1),
+        }
         lines.append(
-            f"tokens: {stats.tokens:,} ({stats.prompt_tokens:,} prompt + "
-            f"{stats.completion_tokens:,} completion), {stats.tokens / max(elapsed, 1e-9):,.1f} "
-            f"tokens/s, {stats.tokens / stats.with_usage:,.1f} per prompt"
+            (
+                f"tokens: {stats.tokens:,} ({stats.prompt_tokens:,} prompt + "
+                f"{stats.completion_tokens:,} completion), {per_second:,.1f} tokens/s, "
+                f"{per_prompt:,.1f} per prompt",
+                tokens,
+            )
         )
-    lines.append(
-        f"output: {stats.total_ok} ok, {sum(stats.total_errors.values())} errors"
-        + (f" ({errors})" if errors else "")
-        + f" → {output}"
-    )
+    lines.append((output_line, in_output))
     return lines

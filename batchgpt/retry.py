@@ -87,8 +87,11 @@ class CircuitBreaker:
             if self._down_since is not None:  # wake in time to give up on schedule
                 wait = min(wait, self._down_since + self.give_up_after - now)
             wait = max(0.05, wait)
+            # Not asyncio.wait_for: in Python 3.11 it loses a cancel that comes in the step the
+            # event is set, and the run's drain could then wait for the breaker to give up.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._changed.wait()
         return False
 
     def record(self, error: ProviderError | None, probe: bool) -> None:

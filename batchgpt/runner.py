@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 from batchgpt.checkpoint import (
     Checkpoint,
+    InputScan,
+    Interrupted,
     JobLock,
     RecoveredOutput,
     ResultLog,
@@ -38,7 +40,14 @@ from batchgpt.checkpoint import (
     scan_input,
 )
 from batchgpt.config import RunConfig
-from batchgpt.errors import JobError, OutputWriteError, ProviderError, SiteHaltedError, UsageError
+from batchgpt.errors import (
+    JobError,
+    OutputWriteError,
+    ProviderError,
+    SiteHaltedError,
+    UsageError,
+    file_errors,
+)
 from batchgpt.formats import ErrorInfo, Result, encode
 from batchgpt.inputs import read_prompts
 from batchgpt.pacing import Pacer
@@ -88,6 +97,7 @@ class Runner:
         self._commit_due = asyncio.Event()
         self._finished = False
         self._warned_params = False
+        self._input_size: int | None = None  # the bytes of input fingerprinted at start
 
     # stopping ---------------------------------------------------------------------------------
     def stop(self, reason: str) -> None:
@@ -102,14 +112,19 @@ class Runner:
         self._drain_within(self.config.drain_timeout)
 
     def _halt(self, error: SiteHaltedError) -> None:
+        """The service refuses every prompt: stop dispatching; `run` raises `error` at the end."""
         if self._halted is None and self.stopped_by is None:
             self._halted = error
-            log.error("%s", error)
+            log.warning(
+                "the service refuses every prompt: stopped dispatching; waiting up to %g s for "
+                "requests in flight",
+                self.config.drain_timeout,
+            )
         self._drain_within(self.config.drain_timeout)
 
     def _fail(self, error: JobError) -> None:
+        """The run cannot go on: cut it now; `run` raises `error`."""
         if self._fatal is None:
-            log.error("%s", error)
             self._fatal = error
         self._drain_within(0)
 
@@ -122,24 +137,37 @@ class Runner:
             self._deadline.reschedule(when if current is None else min(current, when))
 
     # set-up -----------------------------------------------------------------------------------
-    def _prepare(self) -> tuple[ResultLog, RecoveredOutput, int]:
-        """Check the checkpoint, recover the output; also the input's physical line count."""
+    def _prepare(self) -> tuple[ResultLog, RecoveredOutput, InputScan]:
+        """Check the checkpoint, recover the output, and read the input once: its fingerprint
+        (what `_read` reads, no further) and its physical line count. A stop while either file
+        is read raises `Interrupted` before anything is changed."""
         config = self.config
+        stop = self._stopping.is_set
         if config.restart:
             for path in (config.output, config.checkpoint):
-                path.unlink(missing_ok=True)
+                with file_errors("remove", path):
+                    path.unlink(missing_ok=True)
             log.warning("--restart: removed %s and its checkpoint", config.output)
-        input_print, input_lines = scan_input(config.input)
-        options = config.result_options()
         saved = Checkpoint.load(config.checkpoint)
-        if saved is not None:
-            saved.check(input_print, options, config.input)
-        elif config.output.exists() and config.output.stat().st_size:
+        with file_errors("read", config.input):
+            scan = scan_input(
+                config.input, prefix=None if saved is None else saved.input["size"], stop=stop
+            )
+        options = config.result_options()
+        if saved is not None and saved.check(scan, options, config.input):
+            log.warning(
+                "%s grew since the checkpoint (size %d → %d): its new lines are processed",
+                config.input,
+                saved.input["size"],
+                scan.fingerprint["size"],
+            )
+        elif saved is None and config.output.exists() and config.output.stat().st_size:
             log.warning("no checkpoint at %s: resuming from the output alone", config.checkpoint)
         recovered = recover_output(
             config.output,
             repair=config.repair,
             drop=(lambda r: r.retryable) if config.retry_errors else None,
+            stop=stop,
         )
         if recovered.cut_bytes:
             log.warning("cut a torn tail of %d bytes from %s", recovered.cut_bytes, config.output)
@@ -147,12 +175,14 @@ class Runner:
             log.warning(
                 "removed %d lines from %s to redo them", recovered.dropped_lines, config.output
             )
-        header = Checkpoint(str(config.input.resolve()), input_print, options)
+        header = Checkpoint(str(config.input.resolve()), scan.fingerprint, options)
         result_log = ResultLog(config.output, config.checkpoint, header)
         self.stats.previous_ok = recovered.ok
         self.stats.previous_errors = recovered.errors.copy()
+        self.stats.previous_known = True
         result_log.commit(self.stats.counts())
-        return result_log, recovered, input_lines
+        self._input_size = scan.fingerprint["size"]
+        return result_log, recovered, scan
 
     # pipeline ---------------------------------------------------------------------------------
     async def run(self) -> RunOutcome:
@@ -162,27 +192,34 @@ class Runner:
         for path in (config.output, config.checkpoint):
             if not path.parent.is_dir():
                 raise UsageError(f"cannot write {path}: the folder {path.parent} does not exist")
-        with JobLock(config.lock_path):
-            # In a thread, so that a stop during a long input scan is heard at once.
-            result_log, recovered, input_lines = await asyncio.to_thread(self._prepare)
-            share = input_lines // config.shard.count if config.shard else input_lines
-            self._progress = Progress(
-                self.stats, total=max(share - recovered.done.count, 0), bar=config.progress
-            )
-            self._log = result_log
-            pacer = Pacer(config.rate) if config.rate > 0 else None
-            pool = ClientPool(
-                self.backend(config, pacer).client,
-                sessions=config.sessions,
-                proxies=config.proxies,
-                max_clients=-(-config.concurrency // config.sessions) + 1,
-            )
-            try:
-                await self._pipeline(pool, recovered, result_log)
-            finally:
-                self._progress.close()
-                await pool.close()
-                result_log.close()
+        backend = self.backend(config, Pacer(config.rate) if config.rate > 0 else None)
+        pool = ClientPool(
+            backend.client,
+            sessions=config.sessions,
+            proxies=config.proxies,
+            max_clients=-(-config.concurrency // config.sessions) + 1,
+        )
+        try:
+            await backend.preflight(pool.clients[0])
+            with JobLock(config.lock_path):
+                # In a thread, so that a stop during a long input scan or recovery is heard
+                # at once.
+                try:
+                    result_log, recovered, scan = await asyncio.to_thread(self._prepare)
+                except Interrupted:
+                    return RunOutcome(self._exit_code(), self.stats, self.stopped_by)
+                share = scan.lines // config.shard.count if config.shard else scan.lines
+                self._progress = Progress(
+                    self.stats, total=max(share - recovered.done.count, 0), bar=config.progress
+                )
+                self._log = result_log
+                try:
+                    await self._pipeline(pool, recovered, result_log)
+                finally:
+                    self._progress.close()
+                    result_log.close()
+        finally:
+            await pool.close()
         if self._fatal is not None:
             raise self._fatal
         if self._halted is not None:
@@ -217,30 +254,34 @@ class Runner:
 
     async def _read(self, recovered: RecoveredOutput) -> None:
         config = self.config
-        for item in read_prompts(
-            config.input,
-            default_model=config.model,
-            check_model=self.backend.check_model,
-            seen=recovered.seen,
-            done=recovered.done,
-            shard=config.shard,
-            max_line_bytes=config.max_line_bytes,
-        ):
-            if self._stopping.is_set():
-                break
-            if isinstance(item, InvalidLine):
-                self._record(item.result())
-                continue
-            if item.params and not self.backend.sends_params and not self._warned_params:
-                self._warned_params = True
-                log.warning(
-                    "line %d: body fields %s are not supported by %s and are ignored "
-                    "(reported once)",
-                    item.line,
-                    ", ".join(item.params),
-                    self.backend.name,
-                )
-            await self._prompts.put(item)
+        try:
+            for item in read_prompts(
+                config.input,
+                default_model=config.model,
+                check_model=self.backend.check_model,
+                seen=recovered.seen,
+                done=recovered.done,
+                shard=config.shard,
+                max_line_bytes=config.max_line_bytes,
+                size=self._input_size,
+            ):
+                if self._stopping.is_set():
+                    break
+                if isinstance(item, InvalidLine):
+                    self._record(item.result())
+                    continue
+                if item.params and not self.backend.sends_params and not self._warned_params:
+                    self._warned_params = True
+                    log.warning(
+                        "line %d: body fields %s are not supported by %s and are ignored "
+                        "(reported once)",
+                        item.line,
+                        ", ".join(item.params),
+                        self.backend.name,
+                    )
+                await self._prompts.put(item)
+        except JobError as error:  # the input could not be read: named, exit 2 or 74
+            self._fail(error)
         # Not in a `finally`: once cancelled, the workers are gone and a put on a full queue
         # would block forever, so the task group (and the run) would never end.
         for _ in range(config.concurrency):
@@ -306,8 +347,9 @@ class Runner:
     async def _commit_loop(self, result_log: ResultLog) -> None:
         """Group commit every `sync_lines` lines or `sync_seconds`, and once more at the end."""
         while not self._finished:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._commit_due.wait(), self.config.sync_seconds)
+            with contextlib.suppress(TimeoutError):  # not wait_for: see CircuitBreaker.admit
+                async with asyncio.timeout(self.config.sync_seconds):
+                    await self._commit_due.wait()
             self._commit_due.clear()
             await self._commit(result_log)
         await self._commit(result_log)

@@ -3,10 +3,17 @@
 Tests that touch HTTP talk to the emulator with the real curl_cffi client; nothing is mocked.
 `async def` tests run on a fresh event loop each (see `pytest_pyfunc_call`), so no plugin is needed.
 
-Configure the emulator for one test with a marker, or change `emulator.config` in the test::
+Configure the emulator with markers (a test's own settings win over its module's), or change
+`emulator.config` in the test; run a test against both chat generations with
+`support.BOTH_CHATS` (an indirect parameter of this fixture)::
+
+    pytestmark = pytest.mark.emulator_config(chat="legacy")
 
     @pytest.mark.emulator_config(stream=True, latency=0.1)
     async def test_something(emulator): ...
+
+    @BOTH_CHATS
+    def test_on_both(emulator): ...
 """
 
 from __future__ import annotations
@@ -83,8 +90,12 @@ class RunningEmulator:
 @pytest.fixture
 def emulator(request: pytest.FixtureRequest) -> Iterator[RunningEmulator]:
     """A fresh emulator for one test, recording every form and header it receives."""
-    marker = request.node.get_closest_marker("emulator_config")
-    config = EmulatorConfig(**(marker.kwargs if marker else {}))
+    settings: dict[str, Any] = {}
+    for marker in reversed(list(request.node.iter_markers("emulator_config"))):
+        settings.update(marker.kwargs)  # iter_markers yields the closest first
+    if hasattr(request, "param"):
+        settings["chat"] = request.param
+    config = EmulatorConfig(**settings)
     with running_emulator(config, keep_forms=True) as (emu, url):
         yield RunningEmulator(emu, url)
 

@@ -3,8 +3,8 @@
 The CLI runs as `python -m batchgpt` in a child process, with the BATCHGPT_* variables of the
 developer's environment removed, and talks over loopback HTTP to the emulator served from a thread
 of the pytest process, so the emulator's counters see every request. Also here: prompt files,
-reading and checking results files, bounded polling, a request sampler, and a tiny HTTP forward
-proxy that counts what it carries.
+reading and checking results files, bounded polling, and a tiny HTTP forward proxy that counts
+what it carries.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +32,8 @@ from batchgpt.emulator import expected_answer
 from batchgpt.providers import ChatGptEs
 
 CLI = [sys.executable, "-m", "batchgpt"]
+#: Run a test once against each chat generation (the `emulator` fixture's `chat` setting).
+BOTH_CHATS = pytest.mark.parametrize("emulator", ["legacy", "aipkit"], indirect=True)
 #: Longest any single CLI invocation may take in these tests.
 CLI_TIMEOUT = 90.0
 
@@ -44,6 +49,36 @@ def cli_env(**extra: str) -> dict[str, str]:
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra)
     return env
+
+
+#: Runs a command as `nobody` (tests run as root, whom permissions do not stop). It keeps only
+#: CAP_DAC_READ_SEARCH, to reach the Python under /root; writing obeys permissions as for anyone.
+AS_NOBODY = [
+    "setpriv",
+    "--reuid=nobody",
+    "--regid=nogroup",
+    "--clear-groups",
+    "--inh-caps=+dac_read_search",
+    "--ambient-caps=+dac_read_search",
+]
+
+
+@pytest.fixture(name="public_tmp")
+def public_tmp_fixture() -> Iterator[Path]:
+    """A temp folder that `nobody` can reach (pytest's own are private to root); import
+    `public_tmp_fixture` into a test module to use it."""
+    folder = Path(tempfile.mkdtemp(prefix="batchgpt-test-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def nobody_owns(*paths: Path) -> None:
+    """Make `nobody` the owner of `paths` (folders it may write in)."""
+    for path in paths:
+        os.chown(path, pwd.getpwnam("nobody").pw_uid, -1)
 
 
 def run_args(input_path: Path, url: str, *extra: str) -> list[str]:
@@ -224,46 +259,96 @@ def mixed_prompts(count: int, *, tag: str = "p") -> list[dict[str, Any]]:
     return lines
 
 
+#: The --max-line-bytes to read a `mixed_file` with: its one long line is just over it.
+MAX_LINE = 2000
+
+
+def mixed_file(tmp: Path) -> tuple[Path, dict[int, dict[str, Any]], dict[int, str]]:
+    """Good lines of every shape interleaved with every kind of bad line.
+
+    Returns the path, the good lines by line number and the expected reasons by line number.
+    """
+    good = mixed_prompts(12, tag="m")
+    good.append({"prompt": "no id: my line number is my id"})
+    good.append(
+        {
+            "custom_id": "extra",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "gpt-4o",
+                "messages": [{"role": "user", "content": "x"}],
+                "temperature": 0,
+            },
+            "note": "kept",
+        }
+    )
+    bad: list[tuple[bytes, str]] = [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"id": "np"}', "no prompt or messages"),
+        (b'{"id": "ep", "prompt": "  "}', "prompt is empty"),
+        (b'{"id": "wt", "prompt": 42}', "prompt must be a string"),
+        (b'{"id": "ur", "messages": [{"role": "robot", "content": "x"}]}', "unknown role"),
+        (b'{"id": "um", "prompt": "x", "model": "gpt-5"}', "unknown model"),
+        (b'{"id": "m0", "prompt": "duplicate of the first line"}', "duplicate id 'm0'"),
+        (b'{"id": "iu", "prompt": "caf\xe9"}', "invalid UTF-8"),
+        (
+            json.dumps({"prompt": "y" * MAX_LINE, "id": "long"}).encode(),
+            f"longer than {MAX_LINE} bytes",
+        ),
+        (
+            json.dumps(
+                {
+                    "custom_id": "emb",
+                    "method": "POST",
+                    "url": "/v1/embeddings",
+                    "body": {"input": "x"},
+                }
+            ).encode(),
+            "is not supported",
+        ),
+        (
+            json.dumps(
+                {
+                    "id": "img",
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "image_url", "image_url": {"url": "https://x/y.png"}}
+                            ],
+                        }
+                    ],
+                }
+            ).encode(),
+            "only text parts",
+        ),
+    ]
+    chunks: list[bytes] = [b"\xef\xbb\xbf"]  # a BOM
+    good_lines: dict[int, dict[str, Any]] = {}
+    reasons: dict[int, str] = {}
+    number = 0
+    for n in range(max(len(good), len(bad))):
+        if n < len(good):
+            number += 1
+            chunks.append(json.dumps(good[n]).encode() + b"\r\n")
+            good_lines[number] = good[n]
+        if n < len(bad):
+            number += 1
+            chunks.append(bad[n][0] + b"\n")
+            reasons[number] = bad[n][1]
+        if n % 4 == 0:
+            number += 1
+            chunks.append(b"   \n")
+    path = tmp / "prompts.jsonl"
+    path.write_bytes(b"".join(chunks))
+    return path, good_lines, reasons
+
+
 def line_id(obj: dict[str, Any], line: int) -> Any:
     """The id a run gives an input line."""
     return obj.get("id", obj.get("custom_id", line))
-
-
-class RequestSampler:
-    """Samples the emulator's request count (GETs + POSTs) every `interval` seconds in a thread."""
-
-    def __init__(self, stats_of: Any, interval: float = 0.05) -> None:
-        self._stats_of = stats_of
-        self._interval = interval
-        self._done = threading.Event()
-        self.samples: list[tuple[float, int]] = []
-        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
-
-    def _run(self) -> None:
-        while not self._done.is_set():
-            stats = self._stats_of()
-            self.samples.append((time.monotonic(), stats.gets + stats.posts))
-            self._done.wait(self._interval)
-
-    def __enter__(self) -> RequestSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._done.set()
-        self._thread.join(5)
-
-    def count_at(self, moment: float) -> int:
-        """Requests seen by `moment` (the last sample taken at or before it)."""
-        seen = 0
-        for at, count in self.samples:
-            if at > moment:
-                break
-            seen = count
-        return seen
-
-    def first_request_at(self) -> float:
-        return next(at for at, count in self.samples if count > 0)
 
 
 # results ----------------------------------------------------------------------------------------
@@ -329,10 +414,15 @@ _HOP_BY_HOP = frozenset(
 
 
 class ForwardProxy:
-    """A plain-HTTP forward proxy: absolute-form requests are sent on; `requests` counts them."""
+    """A plain-HTTP forward proxy: absolute-form requests are sent on; `requests` counts them.
+    With `via`, it names itself in a `Via` header, as real proxies do (the emulator can ban it).
+    With `upstream` it is a reverse proxy instead: a site of its own whose every request is sent
+    on to `upstream` (Host unchanged, so the pages name the proxy's address)."""
 
-    def __init__(self) -> None:
+    def __init__(self, upstream: str | None = None, *, via: str | None = None) -> None:
+        self.via = via
         self.requests = 0
+        self.upstream = upstream
         self._client: aiohttp.ClientSession | None = None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -341,8 +431,11 @@ class ForwardProxy:
             self._client = aiohttp.ClientSession(
                 auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
             )
-        target = str(request.url)  # absolute-form: the whole target URL is in the request line
+        # absolute-form: the whole target URL is in the request line
+        target = str(request.url) if self.upstream is None else self.upstream + request.path_qs
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
+        if self.via:
+            headers.append(("Via", self.via))
         body = await request.read()
         async with self._client.request(
             request.method,
@@ -365,9 +458,10 @@ class ForwardProxy:
 
 
 @contextmanager
-def running_proxy() -> Iterator[tuple[ForwardProxy, str]]:
-    """Serve a `ForwardProxy` on a free loopback port from a thread; yield it and its URL."""
-    proxy = ForwardProxy()
+def running_proxy(proxy: ForwardProxy | None = None) -> Iterator[tuple[ForwardProxy, str]]:
+    """Serve `proxy` (a new `ForwardProxy` by default) on a free loopback port from a thread;
+    yield it and its URL."""
+    proxy = proxy or ForwardProxy()
     loop = asyncio.new_event_loop()
     started: dict[str, Any] = {}
     ready = threading.Event()

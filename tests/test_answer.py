@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 from batchgpt.errors import (
     QUOTE_LIMIT,
     BadResponseError,
+    BlockedError,
     CaptchaError,
     CloudflareChallengeError,
     NonceError,
     ProviderError,
+    QuotaError,
     RateLimitedError,
     ServerError,
     SiteChangedError,
@@ -24,12 +26,11 @@ from batchgpt.errors import (
 )
 from batchgpt.providers.chatgpt_es.answer import (
     CAPTCHA_TEXT,
-    SseDecoder,
     check_status,
     is_cloudflare_challenge,
-    parse_answer,
     parse_retry_after,
 )
+from batchgpt.providers.chatgpt_es.legacy import SseDecoder, parse_answer
 
 JSON = {"content-type": "application/json; charset=UTF-8"}
 SSE = {"content-type": "text/event-stream"}
@@ -129,18 +130,33 @@ def test_refusal_without_a_message() -> None:
         parse_answer(200, JSON, json_body({"status": "error"}))
 
 
-@pytest.mark.parametrize("flag", ["tokenLimitReached", "ipBanned", "messageFlagged"])
-def test_limits_and_bans(flag: str) -> None:
+#: PROTOCOL.md §C5: a limit stops the run, a ban benches the proxy, a flagged message fails alone.
+LIMIT_FLAGS = {
+    "tokenLimitReached": QuotaError,
+    "ipBanned": BlockedError,
+    "messageFlagged": SiteError,
+}
+
+
+@pytest.mark.parametrize(("flag", "error"), LIMIT_FLAGS.items())
+def test_limits_and_bans(flag: str, error: type[ProviderError]) -> None:
     body = json_body({"msg": "You have reached your token limit.", flag: True})
-    with pytest.raises(SiteError, match="token limit"):
+    with pytest.raises(error, match="token limit"):
         parse_answer(200, JSON, body)
 
 
-@pytest.mark.parametrize("flag", ["tokenLimitReached", "ipBanned", "messageFlagged"])
-def test_limits_and_bans_in_a_stream(flag: str) -> None:
+@pytest.mark.parametrize(("flag", "error"), LIMIT_FLAGS.items())
+def test_limits_and_bans_in_a_stream(flag: str, error: type[ProviderError]) -> None:
     body = b'data: {"msg":"You are banned.","' + flag.encode() + b'":true}\n\ndata: [DONE]\n\n'
-    with pytest.raises(SiteError, match="You are banned"):
+    with pytest.raises(error, match="You are banned"):
         parse_answer(200, SSE, body)
+
+
+def test_the_token_limit_as_the_streaming_plugin_sends_it() -> None:
+    """1.9.16 and 2.2 in their default streaming mode: one event, no [DONE] (real capture)."""
+    body = b'data: {"msg":"You have reached your token limit.","tokenLimitReached":true}\n\n'
+    with pytest.raises(QuotaError, match="token limit"):
+        parse_answer(200, {"content-type": "text/event-stream;charset=UTF-8"}, body)
 
 
 def test_json_with_msg_but_no_data_is_the_sites_message() -> None:

@@ -15,6 +15,9 @@ from batchgpt.providers import ChatGptEs
 from batchgpt.providers.chatgpt_es.message import format_prompt
 from batchgpt.records import content_text
 
+# The legacy chat, answering in JSON (streaming off), as these tests were written for it.
+pytestmark = pytest.mark.emulator_config(chat="legacy", stream=False)
+
 SEED_SYSTEM_PROMPT = (
     "Your default language is English. Always respond in English unless the user's message is in "
     "a different language. If the user's message is not in English, respond in the language of "
@@ -176,9 +179,10 @@ async def test_form_fields_match_the_protocol(emulator) -> None:
     assert first["bot_id"] == "0"
     assert first["chatbot_identity"] == "shortcode"
     assert re.fullmatch(r"[A-Za-z0-9]{10}", first["wpaicg_chat_client_id"])
-    assert first["wpaicg_chat_client_id"] != second["wpaicg_chat_client_id"]
+    # The plugin counts a guest's tokens by this id: rotating it would evade the limit (§C5).
+    assert first["wpaicg_chat_client_id"] == second["wpaicg_chat_client_id"]
     history = json.loads(first["wpaicg_chat_history"])
-    assert history == [f"Human: {message}"]
+    assert history == [], "the browser sends earlier turns only; a copy doubles the prompt"
     assert 1 <= int(first["chat_id"]) <= 100000
     assert first["wpaicg_user_agree"] == "1"
     assert "model" not in first
@@ -216,22 +220,24 @@ async def test_each_call_uses_its_own_session(emulator) -> None:
     for n in range(3):
         await emulator.provider.create_async("gpt-4o", [{"role": "user", "content": str(n)}])
     assert emulator.stats.gets == 3
-    assert len({form["_wpnonce"] for form in emulator.stats.forms}) == 3
+    assert len(emulator.stats.forms) == 3
 
 
 # concurrency --------------------------------------------------------------------------------------
 
 
 async def test_the_event_loop_is_never_blocked(emulator) -> None:
-    """50 prompts against 0.5 s latency: sequential would take 25 s, concurrent well under 5."""
+    """50 prompts against 0.5 s latency: a heartbeat on the loop keeps beating while they wait."""
     emulator.configure(latency=0.5)
     gaps: list[float] = []
+    seen_in_flight: list[int] = []
     done = asyncio.Event()
 
     async def heartbeat() -> None:
         last = time.monotonic()
         while not done.is_set():
             await asyncio.sleep(0.01)
+            seen_in_flight.append(emulator.stats.in_flight)
             now = time.monotonic()
             gaps.append(now - last)
             last = now
@@ -241,15 +247,49 @@ async def test_the_event_loop_is_never_blocked(emulator) -> None:
         return await emulator.provider.create_async("gpt-4o", messages, timeout=20)
 
     beat = asyncio.create_task(heartbeat())
-    start = time.monotonic()
     try:
         answers = await asyncio.gather(*(ask(n) for n in range(50)))
     finally:
         done.set()
         await beat
-    elapsed = time.monotonic() - start
 
     assert answers == [expected_answer(sent(f"prompt {n}")) for n in range(50)]
-    assert elapsed < 5.0
+    assert emulator.stats.max_in_flight >= 10  # asked concurrently, not one after another
+    # The loop ran while ten requests waited at the site: no request holds it while it waits.
+    assert max(seen_in_flight) >= 10
+    # What no counter can say: the loop never stalled for long in between (a blocking parse or
+    # a synchronous call). A bound of time, generous for a noisy machine.
     assert max(gaps) < 1.0
-    assert emulator.stats.max_in_flight >= 10
+
+
+# the AIPKit chat ----------------------------------------------------------------------------------
+
+
+@pytest.mark.emulator_config(chat="aipkit", stream=True)
+async def test_streaming_yields_the_aipkit_deltas_as_they_arrive(emulator) -> None:
+    messages = [{"role": "user", "content": "Tell me a long story, with many words in it."}]
+    pieces = [
+        piece
+        async for piece in emulator.provider.create_async_generator("gpt-4o", messages, stream=True)
+    ]
+    assert len(pieces) > 3
+    assert "".join(pieces) == expected_answer(sent(messages[0]["content"]))
+
+
+@pytest.mark.emulator_config(chat="aipkit")
+async def test_create_async_on_the_aipkit_chat_and_one_guest_per_process(emulator) -> None:
+    provider = emulator.provider
+    for n in range(3):
+        messages = [{"role": "user", "content": f"question {n}"}]
+        assert await provider.create_async("gpt-4o", messages) == expected_answer(
+            sent(f"question {n}")
+        )
+    assert emulator.stats.gets == 3  # each call its own session...
+    assert len(emulator.stats.guests) == 1  # ...and the same guest, as one browser would be
+
+
+@pytest.mark.emulator_config(chat="aipkit", bots="4,7")
+async def test_a_bot_can_be_named(emulator) -> None:
+    messages = [{"role": "user", "content": "hola"}]
+    await emulator.provider.create_async("gpt-4o", messages, bot_id=7)
+    assert [form["bot_id"] for form in emulator.stats.forms] == ["7"]

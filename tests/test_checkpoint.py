@@ -20,6 +20,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import CLI, batchgpt, run_args, write_prompts
 
 from batchgpt.checkpoint import (
     Checkpoint,
@@ -29,6 +30,7 @@ from batchgpt.checkpoint import (
     lock_holder,
     recover_output,
     replace_atomically,
+    scan_input,
 )
 from batchgpt.errors import CorruptOutputError, InputChangedError, JobLockedError
 from batchgpt.formats import ErrorInfo, Result, encode
@@ -379,48 +381,183 @@ def test_a_commit_points_the_checkpoint_at_the_synced_output(tmp: Path) -> None:
     assert sorted(p.name for p in tmp.iterdir()) == ["out.jsonl", "out.jsonl.ckpt"]
 
 
-def test_a_garbled_checkpoint_asks_for_restart(tmp: Path) -> None:
+GOOD_CHECKPOINT = {
+    "version": 1,
+    "input_path": "in.jsonl",
+    "input": {"sha256": "ab" * 32, "size": 10},
+    "options": {},
+}
+WRONG_CHECKPOINTS = {
+    "truncated": b'{"version": 1, "inp',
+    "empty": b"",
+    "binary": b"\x00\xff\xfe garbage",
+    "null": b"null",
+    "list": b"[]",
+    "number": b"5",
+    "string": b'"checkpoint"',
+    "input-is-a-number": b'{"version":1,"input":5}',
+    "no-version": orjson.dumps({k: v for k, v in GOOD_CHECKPOINT.items() if k != "version"}),
+    "version-2": orjson.dumps({**GOOD_CHECKPOINT, "version": 2}),
+    "version-true": orjson.dumps({**GOOD_CHECKPOINT, "version": True}),
+    "version-text": orjson.dumps({**GOOD_CHECKPOINT, "version": "1"}),
+    "no-input": orjson.dumps({k: v for k, v in GOOD_CHECKPOINT.items() if k != "input"}),
+    "input-without-size": orjson.dumps({**GOOD_CHECKPOINT, "input": {"sha256": "ab"}}),
+    "size-is-text": orjson.dumps({**GOOD_CHECKPOINT, "input": {"sha256": "ab", "size": "10"}}),
+    "options-is-a-list": orjson.dumps({**GOOD_CHECKPOINT, "options": []}),
+    "offset-is-text": orjson.dumps({**GOOD_CHECKPOINT, "output_offset": "12"}),
+    "offset-is-a-bool": orjson.dumps({**GOOD_CHECKPOINT, "output_offset": True}),
+    "counts-is-null": orjson.dumps({**GOOD_CHECKPOINT, "counts": None}),
+}
+
+
+def test_a_well_formed_checkpoint_loads(tmp: Path) -> None:
     path = tmp / "out.jsonl.ckpt"
-    path.write_bytes(b'{"version": 1, "inp')
-    with pytest.raises(InputChangedError, match="--restart"):
+    path.write_bytes(orjson.dumps(GOOD_CHECKPOINT))
+    assert Checkpoint.load(path) == Checkpoint("in.jsonl", GOOD_CHECKPOINT["input"], {})
+    assert Checkpoint.load(tmp / "missing.ckpt") is None
+
+
+@pytest.mark.parametrize("data", WRONG_CHECKPOINTS.values(), ids=WRONG_CHECKPOINTS.keys())
+def test_every_unreadable_checkpoint_is_refused_by_name_with_the_cheap_advice(
+    tmp: Path, data: bytes
+) -> None:
+    path = tmp / "out.jsonl.ckpt"
+    path.write_bytes(data)
+    with pytest.raises(InputChangedError) as caught:
         Checkpoint.load(path)
+    message = str(caught.value)
+    assert caught.value.exit_code == 2
+    assert f"checkpoint {path} is unreadable" in message
+    assert "the output alone is enough to resume: delete the checkpoint" in message
+
+
+def test_a_folder_where_the_checkpoint_should_be_is_refused_by_name(tmp: Path) -> None:
+    path = tmp / "out.jsonl.ckpt"
+    path.mkdir()
+    with pytest.raises(InputChangedError, match=f"checkpoint {path} is unreadable"):
+        Checkpoint.load(path)
+
+
+@pytest.mark.parametrize("version", [0, 2, 99, "1", None])
+def test_a_checkpoint_of_another_version_is_refused_naming_the_file(
+    tmp: Path, version: object
+) -> None:
+    path = tmp / "out.jsonl.ckpt"
+    state = json.loads(Checkpoint("p.jsonl", {"sha256": "0", "size": 0}, {}).dump())
+    state["version"] = version
+    path.write_text(json.dumps(state))
+    with pytest.raises(InputChangedError) as caught:
+        Checkpoint.load(path)
+    message = caught.value.message
+    assert str(path) in message
+    assert f"version {version!r}" in message
+    assert "delete the checkpoint" in message
+    assert caught.value.exit_code == 2
+
+
+def test_run_and_status_refuse_a_checkpoint_of_another_version_touching_nothing(
+    tmp: Path,
+) -> None:
+    prompts = tmp / "prompts.jsonl"
+    write_prompts(prompts, 3)
+    output = tmp / "prompts.results.jsonl"
+    output.write_bytes(result_line(1))
+    checkpoint = tmp / "prompts.results.jsonl.ckpt"
+    state = json.loads(Checkpoint(str(prompts), file_fingerprint(prompts), {}).dump())
+    checkpoint.write_text(json.dumps({**state, "version": 2}))
+    before = {p.name: p.read_bytes() for p in tmp.iterdir()}
+
+    for args in (run_args(prompts, "http://127.0.0.1:9"), [*CLI, "status", str(prompts)]):
+        refused = batchgpt(args)
+        assert refused.returncode == 2, refused.stderr
+        assert f"checkpoint {checkpoint} is unreadable (version 2" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert {p.name: p.read_bytes() for p in tmp.iterdir() if p.suffix != ".lock"} == before
 
 
 # fingerprint ----------------------------------------------------------------------------------
 
 
-def test_a_changed_input_is_refused_saying_what_changed(tmp: Path) -> None:
+def resume_check(saved: Checkpoint, prompts: Path, options: dict) -> bool:
+    """What a resume decides: scan the input against the checkpoint and check it."""
+    return saved.check(scan_input(prompts, prefix=saved.input["size"]), options, prompts)
+
+
+OPTIONS = {"model": "gpt-4o", "shard": None}
+
+
+def test_an_unchanged_input_resumes(tmp: Path) -> None:
     prompts = tmp / "prompts.jsonl"
     prompts.write_bytes(b'{"prompt": "one"}\n')
-    before = file_fingerprint(prompts)
-    options = {"model": "gpt-4o", "shard": None}
-    saved = Checkpoint(str(prompts), before, options)
-    saved.check(file_fingerprint(prompts), options, prompts)
+    saved = Checkpoint(str(prompts), file_fingerprint(prompts), OPTIONS)
+    assert resume_check(saved, prompts, OPTIONS) is False
 
-    prompts.write_bytes(b'{"prompt": "one"}\n{"prompt": "two"}\n')
-    after = file_fingerprint(prompts)
+
+@pytest.mark.parametrize("first", [b"", b'{"prompt": "one"}\n', b'{"prompt": "one"}\n' * 70_000])
+def test_an_input_that_only_grew_resumes(tmp: Path, first: bytes) -> None:
+    prompts = tmp / "prompts.jsonl"
+    prompts.write_bytes(first)
+    saved = Checkpoint(str(prompts), file_fingerprint(prompts), OPTIONS)
+    with prompts.open("ab") as stream:
+        stream.write(b'{"prompt": "two"}\n{"prompt": "three"}\n')
+    assert resume_check(saved, prompts, OPTIONS) is True
+
+
+@pytest.mark.parametrize(
+    ("after", "what"),
+    [
+        (b'{"prompt": "One"}\n', "its content differs (sha256"),
+        (b'{"prompt": "on"}\n', "it is shorter (size 18 → 17)"),
+        (b'{"prompt": "One"}\n{"prompt": "two"}\n', "its first 18 bytes differ"),
+    ],
+    ids=["edited", "shorter", "edited-and-grew"],
+)
+def test_any_other_change_is_refused_saying_what_changed(
+    tmp: Path, after: bytes, what: str
+) -> None:
+    prompts = tmp / "prompts.jsonl"
+    prompts.write_bytes(b'{"prompt": "one"}\n')
+    saved = Checkpoint(str(prompts), file_fingerprint(prompts), OPTIONS)
+    prompts.write_bytes(after)
     with pytest.raises(InputChangedError) as caught:
-        saved.check(after, options, prompts)
+        resume_check(saved, prompts, OPTIONS)
     message = str(caught.value)
     assert str(prompts) in message
-    assert f"size {before['size']} → {after['size']}" in message
-    assert before["sha256"][:12] in message and after["sha256"][:12] in message
+    assert what in message
     assert "--restart" in message
 
-    prompts.write_bytes(b'{"prompt": "One"}\n')  # same size, other bytes
-    same_size = file_fingerprint(prompts)
-    assert same_size["size"] == before["size"]
-    with pytest.raises(InputChangedError, match="sha256"):
-        saved.check(same_size, options, prompts)
+
+def test_a_last_line_without_a_line_end_that_was_extended_is_refused(tmp: Path) -> None:
+    prompts = tmp / "prompts.jsonl"
+    prompts.write_bytes(b'{"prompt": "one"}\n{"prompt": "tw')
+    saved = Checkpoint(str(prompts), file_fingerprint(prompts), OPTIONS)
+    with prompts.open("ab") as stream:
+        stream.write(b'o"}\n')
+    with pytest.raises(InputChangedError, match="its last line was extended"):
+        resume_check(saved, prompts, OPTIONS)
+
+
+def test_the_scan_reads_the_prefix_and_the_whole_file_at_once(tmp: Path) -> None:
+    prompts = tmp / "prompts.jsonl"
+    data = b"".join(b'{"prompt": "%d"}\n' % n for n in range(200_000))
+    prompts.write_bytes(data)
+    import hashlib
+
+    for prefix in (0, 1, 17, 1 << 20, (1 << 20) + 5, len(data) - 1, len(data)):
+        scan = scan_input(prompts, prefix=prefix)
+        assert scan.fingerprint == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        assert scan.lines == 200_000
+        assert scan.prefix == {"sha256": hashlib.sha256(data[:prefix]).hexdigest(), "size": prefix}
+        assert scan.prefix_ends_a_line == (prefix == 0 or data[prefix - 1 : prefix] == b"\n")
+    assert scan_input(prompts, prefix=len(data) + 1).prefix is None
 
 
 def test_changed_result_options_are_named(tmp: Path) -> None:
     prompts = tmp / "prompts.jsonl"
     prompts.write_bytes(b'{"prompt": "one"}\n')
-    fingerprint = file_fingerprint(prompts)
-    saved = Checkpoint(str(prompts), fingerprint, {"model": "gpt-4o", "shard": "1/3"})
+    saved = Checkpoint(str(prompts), file_fingerprint(prompts), {"model": "gpt-4o", "shard": "1/3"})
     with pytest.raises(InputChangedError) as caught:
-        saved.check(fingerprint, {"model": "gpt-4o", "shard": "1/4"}, prompts)
+        resume_check(saved, prompts, {"model": "gpt-4o", "shard": "1/4"})
     assert "shard '1/3' → '1/4'" in str(caught.value)
     assert "model" not in str(caught.value)
     assert "--restart" in str(caught.value)

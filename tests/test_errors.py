@@ -35,8 +35,11 @@ from batchgpt.errors import (
     quote_body,
 )
 from batchgpt.providers import ChatGptEsSession
-from batchgpt.providers.chatgpt_es.answer import parse_answer
+from batchgpt.providers.chatgpt_es.legacy import parse_answer
 from batchgpt.redact import redact
+
+# The legacy chat, answering in JSON (streaming off), as these tests were written for it.
+pytestmark = pytest.mark.emulator_config(chat="legacy", stream=False)
 
 RETRYABLE = {
     NonceError: "nonce",

@@ -1,9 +1,9 @@
-"""Reading prompt files (issue #5): physical lines, bad lines, duplicate ids, shards, validate.
+"""Reading prompt files (issue #5): physical lines, bad lines, duplicate ids, shards.
 
 Lines end at `\\n` only (a `\\r` before it is dropped, a lone `\\r` is no line break), a BOM and
 blank lines are ignored silently, and every physical line counts for numbering. A file mixing every
 input shape with every kind of bad line runs to exit 1 with each good prompt answered and nothing
-sent for a bad one; `batchgpt validate` reports the same lines without sending anything.
+sent for a bad one (test_validate.py: `batchgpt validate` reports the same lines).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support import line_id, mixed_prompts, read_results, run_cli, run_job, sent_message
+from support import MAX_LINE, line_id, mixed_file, read_results, run_job, sent_message
 
 from batchgpt.emulator import expected_answer
 from batchgpt.errors import INVALID_INPUT
@@ -120,6 +120,28 @@ def test_physical_lines_match_a_plain_split(
     data = (BOM if bom else b"") + data
     path.write_bytes(data)
     assert list(physical_lines(path, limit)) == reference_lines(data, limit)
+
+
+@given(
+    data=FILES,
+    appended=FILES,
+    limit=st.integers(1, 20),
+    bom=st.booleans(),
+    cut=st.integers(0, 300),
+)
+def test_physical_lines_read_no_further_than_the_size_given(
+    tmp_path_factory: pytest.TempPathFactory,
+    data: bytes,
+    appended: bytes,
+    limit: int,
+    bom: bool,
+    cut: int,
+) -> None:
+    path = tmp_path_factory.mktemp("lines") / "p.jsonl"
+    data = (BOM if bom else b"") + data
+    size = min(cut, len(data))
+    path.write_bytes(data + appended)  # appended after the run fingerprinted `size` bytes
+    assert list(physical_lines(path, limit, size)) == reference_lines(data[:size], limit)
 
 
 @pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
@@ -252,88 +274,6 @@ def test_shard_specs_parse() -> None:
 
 # a whole file through the CLI ---------------------------------------------------------------
 
-MAX_LINE = 2000
-
-
-def mixed_file(tmp: Path) -> tuple[Path, dict[int, dict[str, Any]], dict[int, str]]:
-    """Good lines of every shape interleaved with every kind of bad line.
-
-    Returns the path, the good lines by line number and the expected reasons by line number.
-    """
-    good = mixed_prompts(12, tag="m")
-    good.append({"prompt": "no id: my line number is my id"})
-    good.append(
-        {
-            "custom_id": "extra",
-            "method": "POST",
-            "url": "/v1/chat/completions",
-            "body": {
-                "model": "gpt-4o",
-                "messages": [{"role": "user", "content": "x"}],
-                "temperature": 0,
-            },
-            "note": "kept",
-        }
-    )
-    bad: list[tuple[bytes, str]] = [
-        (b"{not json", "not JSON"),
-        (b"[1, 2]", "not a JSON object"),
-        (b'{"id": "np"}', "no prompt or messages"),
-        (b'{"id": "ep", "prompt": "  "}', "prompt is empty"),
-        (b'{"id": "wt", "prompt": 42}', "prompt must be a string"),
-        (b'{"id": "ur", "messages": [{"role": "robot", "content": "x"}]}', "unknown role"),
-        (b'{"id": "um", "prompt": "x", "model": "gpt-5"}', "unknown model"),
-        (b'{"id": "m0", "prompt": "duplicate of the first line"}', "duplicate id 'm0'"),
-        (b'{"id": "iu", "prompt": "caf\xe9"}', "invalid UTF-8"),
-        (prompt("y" * MAX_LINE, id="long"), f"longer than {MAX_LINE} bytes"),
-        (
-            json.dumps(
-                {
-                    "custom_id": "emb",
-                    "method": "POST",
-                    "url": "/v1/embeddings",
-                    "body": {"input": "x"},
-                }
-            ).encode(),
-            "is not supported",
-        ),
-        (
-            json.dumps(
-                {
-                    "id": "img",
-                    "messages": [
-                        {
-                            "role": "user",
-                            "content": [
-                                {"type": "image_url", "image_url": {"url": "https://x/y.png"}}
-                            ],
-                        }
-                    ],
-                }
-            ).encode(),
-            "only text parts",
-        ),
-    ]
-    chunks: list[bytes] = [BOM]
-    good_lines: dict[int, dict[str, Any]] = {}
-    reasons: dict[int, str] = {}
-    number = 0
-    for n in range(max(len(good), len(bad))):
-        if n < len(good):
-            number += 1
-            chunks.append(json.dumps(good[n]).encode() + b"\r\n")
-            good_lines[number] = good[n]
-        if n < len(bad):
-            number += 1
-            chunks.append(bad[n][0] + b"\n")
-            reasons[number] = bad[n][1]
-        if n % 4 == 0:
-            number += 1
-            chunks.append(b"   \n")
-    path = tmp / "prompts.jsonl"
-    path.write_bytes(b"".join(chunks))
-    return path, good_lines, reasons
-
 
 def test_a_file_mixing_shapes_and_bad_lines_answers_every_good_line_and_sends_no_bad_one(
     emulator, tmp: Path
@@ -371,50 +311,3 @@ def test_a_file_mixing_shapes_and_bad_lines_answers_every_good_line_and_sends_no
     assert f"{len(good_lines)} ok, {len(reasons)} errors (invalid_input {len(reasons)})" in (
         done.stderr
     )
-
-
-def test_validate_reports_every_bad_line_as_file_line_reason(tmp: Path) -> None:
-    path, good_lines, reasons = mixed_file(tmp)
-
-    done = run_cli("validate", path, "--max-line-bytes", str(MAX_LINE))
-
-    assert done.returncode == 65
-    lines = done.stdout.splitlines()
-    assert len(lines) == len(reasons)
-    for text, (number, reason) in zip(lines, sorted(reasons.items()), strict=True):
-        assert text.startswith(f"{path}:{number}: ")
-        assert reason in text
-    assert f"{len(good_lines)} valid, {len(reasons)} invalid" in done.stderr
-    assert not (tmp / "prompts.results.jsonl").exists()
-
-
-def test_validate_json_is_machine_readable(tmp: Path) -> None:
-    path, good_lines, reasons = mixed_file(tmp)
-
-    done = run_cli("validate", path, "--json", "--max-line-bytes", str(MAX_LINE))
-
-    assert done.returncode == 65
-    report = json.loads(done.stdout)
-    assert report["valid"] == len(good_lines)
-    assert report["invalid"] == len(reasons)
-    assert [p["line"] for p in report["problems"]] == sorted(reasons)
-    assert sum(report["reasons"].values()) == len(reasons)
-    assert report["problems_truncated"] is False
-    assert sum(report["models"].values()) == len(good_lines)
-
-
-def test_validate_a_clean_file_exits_0(tmp: Path) -> None:
-    path = tmp / "clean.jsonl"
-    path.write_bytes(b"".join(json.dumps(obj).encode() + b"\n" for obj in mixed_prompts(9)))
-
-    done = run_cli("validate", path)
-
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == ""
-    assert "9 valid, 0 invalid" in done.stderr
-
-
-def test_validate_a_missing_file_is_a_usage_error(tmp: Path) -> None:
-    done = run_cli("validate", tmp / "missing.jsonl")
-    assert done.returncode == 2
-    assert "missing.jsonl" in done.stderr

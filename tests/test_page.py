@@ -1,4 +1,4 @@
-"""`find_chat_page`: every known nonce markup, in order of trust, robust to any HTML around it."""
+"""`find_legacy_chat`: every known nonce markup, in order of trust, robust to any HTML around it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchgpt.providers.chatgpt_es.page import PAGE_LIMIT, ChatPage, find_chat_page
+from batchgpt.providers.chatgpt_es.page import (
+    PAGE_LIMIT,
+    AipkitBot,
+    AipkitChat,
+    LegacyChat,
+    find_aipkit_chat,
+    find_legacy_chat,
+    read_chat_page,
+)
 
 NONCE = "8cf9917be2"
 
@@ -32,8 +40,8 @@ def page(body: str) -> str:
 
 
 def test_widget_attributes() -> None:
-    found = find_chat_page(page(widget()))
-    assert found == ChatPage(
+    found = find_legacy_chat(page(widget()))
+    assert found == LegacyChat(
         nonce=NONCE, post_id="106", url="https://chatgpt.es", source="data-nonce"
     )
 
@@ -43,20 +51,22 @@ def test_widget_attributes_in_any_order_and_quotes() -> None:
         "<div data-bot-id='0' data-url='https://chatgpt.es/chat' data-nonce='abc123' "
         "data-post-id='7' class='wpaicg-chat-widget'>"
     )
-    assert find_chat_page(page(markup)) == ChatPage(
+    assert find_legacy_chat(page(markup)) == LegacyChat(
         "abc123", "7", "https://chatgpt.es/chat", "data-nonce"
     )
 
 
 def test_widget_url_is_html_unescaped() -> None:
-    found = find_chat_page(page(widget(url="https://chatgpt.es/?a=1&amp;b=2")))
+    found = find_legacy_chat(page(widget(url="https://chatgpt.es/?a=1&amp;b=2")))
     assert found is not None
     assert found.url == "https://chatgpt.es/?a=1&b=2"
 
 
 def test_widget_without_post_id_or_url() -> None:
-    found = find_chat_page(page(f'<div class="wpaicg-chat-shortcode" data-nonce="{NONCE}"></div>'))
-    assert found == ChatPage(NONCE, "", None, "data-nonce")
+    found = find_legacy_chat(
+        page(f'<div class="wpaicg-chat-shortcode" data-nonce="{NONCE}"></div>')
+    )
+    assert found == LegacyChat(NONCE, "", None, "data-nonce")
 
 
 def test_widget_with_empty_attributes() -> None:
@@ -64,11 +74,11 @@ def test_widget_with_empty_attributes() -> None:
         f'<div class="wpaicg-chat-shortcode" data-user-bg-color="" data-nonce="{NONCE}" '
         "data-post-id='' data-url=\"\"></div>"
     )
-    assert find_chat_page(page(markup)) == ChatPage(NONCE, "", None, "data-nonce")
+    assert find_legacy_chat(page(markup)) == LegacyChat(NONCE, "", None, "data-nonce")
 
 
 def test_widget_post_id_that_is_not_a_number_is_dropped() -> None:
-    found = find_chat_page(page(widget(post_id="abc")))
+    found = find_legacy_chat(page(widget(post_id="abc")))
     assert found is not None
     assert found.post_id == ""
 
@@ -79,7 +89,7 @@ def test_wpaicg_params_script() -> None:
         '{"ajax_url":"https:\\/\\/chatgpt.es\\/wp-admin\\/admin-ajax.php",'
         f'"search_nonce":"{NONCE}","logged_in":"0"}};</script>'
     )
-    assert find_chat_page(page(script)) == ChatPage(NONCE, "", None, "wpaicgParams")
+    assert find_legacy_chat(page(script)) == LegacyChat(NONCE, "", None, "wpaicgParams")
 
 
 def test_wpaicg_params_after_an_empty_one() -> None:
@@ -87,7 +97,7 @@ def test_wpaicg_params_after_an_empty_one() -> None:
         "<script>var wpaicgParams = {}; window.wpaicgParams = "
         f'{{"ajax_url":"/wp-admin/admin-ajax.php","search_nonce":"{NONCE}"}};</script>'
     )
-    assert find_chat_page(page(script)) == ChatPage(NONCE, "", None, "wpaicgParams")
+    assert find_legacy_chat(page(script)) == LegacyChat(NONCE, "", None, "wpaicgParams")
 
 
 @pytest.mark.parametrize("quote", ['"', "'"])
@@ -97,7 +107,7 @@ def test_hidden_inputs(quote: str) -> None:
         f"<form><input type={q}hidden{q} name={q}_wpnonce{q} value={q}{NONCE}{q}>"
         f"<input type={q}hidden{q} name={q}post_id{q} value={q}106{q}></form>"
     )
-    assert find_chat_page(page(form)) == ChatPage(NONCE, "106", None, "fallback")
+    assert find_legacy_chat(page(form)) == LegacyChat(NONCE, "106", None, "fallback")
 
 
 @pytest.mark.parametrize(
@@ -110,12 +120,12 @@ def test_hidden_inputs(quote: str) -> None:
     ],
 )
 def test_inline_json_and_script_vars(script: str) -> None:
-    assert find_chat_page(page(script)) == ChatPage(NONCE, "106", None, "fallback")
+    assert find_legacy_chat(page(script)) == LegacyChat(NONCE, "106", None, "fallback")
 
 
 def test_post_id_fallback_also_serves_wpaicg_params() -> None:
     markup = f'<script>var wpaicgParams = {{"search_nonce":"{NONCE}"}}; var post_id = 42;</script>'
-    assert find_chat_page(page(markup)) == ChatPage(NONCE, "42", None, "wpaicgParams")
+    assert find_legacy_chat(page(markup)) == LegacyChat(NONCE, "42", None, "wpaicgParams")
 
 
 # trust order and specificity ----------------------------------------------------------------------
@@ -127,7 +137,7 @@ def test_widget_wins_over_every_other_markup() -> None:
         '<input type="hidden" name="_wpnonce" value="inputnonce">'
         "<script>var wpaicg_nonce = 'varnonce';</script>"
     )
-    found = find_chat_page(page(others + widget()))
+    found = find_legacy_chat(page(others + widget()))
     assert found is not None
     assert (found.nonce, found.source) == (NONCE, "data-nonce")
 
@@ -137,14 +147,14 @@ def test_wpaicg_params_wins_over_provider_only_markups() -> None:
         '<input type="hidden" name="_wpnonce" value="inputnonce">'
         '<script>var wpaicgParams = {"search_nonce":"paramsnonce"};</script>'
     )
-    found = find_chat_page(page(markup))
+    found = find_legacy_chat(page(markup))
     assert found is not None
     assert (found.nonce, found.source) == ("paramsnonce", "wpaicgParams")
 
 
 def test_widget_with_a_bad_nonce_falls_back_to_the_next_markup() -> None:
     markup = widget(nonce="not a nonce!") + "<script>var wpaicg_nonce = 'varnonce';</script>"
-    found = find_chat_page(page(markup))
+    found = find_legacy_chat(page(markup))
     assert found is not None
     assert (found.nonce, found.source) == ("varnonce", "fallback")
 
@@ -161,27 +171,27 @@ def test_widget_with_a_bad_nonce_falls_back_to_the_next_markup() -> None:
     ],
 )
 def test_pages_without_a_chat_nonce(markup: str) -> None:
-    assert find_chat_page(page(markup)) is None
+    assert find_legacy_chat(page(markup)) is None
 
 
 def test_empty_page() -> None:
-    assert find_chat_page(b"") is None
-    assert find_chat_page("") is None
+    assert find_legacy_chat(b"") is None
+    assert find_legacy_chat("") is None
 
 
 def test_bytes_and_text_give_the_same_result() -> None:
     text = page(widget(url="https://chatgpt.es/ñ"))
-    assert find_chat_page(text.encode()) == find_chat_page(text)
+    assert find_legacy_chat(text.encode()) == find_legacy_chat(text)
 
 
 def test_invalid_utf8_is_tolerated() -> None:
-    assert find_chat_page(b"\xff\xfe" + widget().encode() + b"\xc3") is not None
+    assert find_legacy_chat(b"\xff\xfe" + widget().encode() + b"\xc3") is not None
 
 
 def test_only_the_first_page_limit_bytes_are_read() -> None:
     padding = "x" * PAGE_LIMIT
-    assert find_chat_page(page(widget())[:200] + padding + widget()) is None
-    assert find_chat_page((padding + widget()).encode()) is None
+    assert find_legacy_chat(page(widget())[:200] + padding + widget()) is None
+    assert find_legacy_chat((padding + widget()).encode()) is None
 
 
 # open-ended input ---------------------------------------------------------------------------------
@@ -219,16 +229,16 @@ html_noise = st.lists(
 @given(before=html_noise, after=html_noise, nonce=tokens, post_id=post_ids)
 def test_widget_is_found_in_any_html(before: str, after: str, nonce: str, post_id: str) -> None:
     markup = before + widget(nonce=nonce, post_id=post_id) + after
-    expected = ChatPage(nonce, post_id, "https://chatgpt.es", "data-nonce")
-    assert find_chat_page(markup) == expected
-    assert find_chat_page(markup.encode()) == expected
+    expected = LegacyChat(nonce, post_id, "https://chatgpt.es", "data-nonce")
+    assert find_legacy_chat(markup) == expected
+    assert find_legacy_chat(markup.encode()) == expected
 
 
 @settings(max_examples=200, deadline=None)
 @given(before=html_noise, after=html_noise, nonce=tokens)
 def test_wpaicg_params_is_found_in_any_html(before: str, after: str, nonce: str) -> None:
     script = f'<script>var wpaicgParams = {{"ajax_url":"/x","search_nonce":"{nonce}"}};</script>'
-    found = find_chat_page(before + script + after)
+    found = find_legacy_chat(before + script + after)
     assert found is not None
     assert (found.nonce, found.source) == (nonce, "wpaicgParams")
 
@@ -236,7 +246,7 @@ def test_wpaicg_params_is_found_in_any_html(before: str, after: str, nonce: str)
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.binary(max_size=2000), st.text(max_size=2000)))
 def test_any_input_gives_a_valid_page_or_none(data: bytes | str) -> None:
-    found = find_chat_page(data)
+    found = find_legacy_chat(data)
     if found is not None:
         assert 1 <= len(found.nonce) <= 64
         assert found.post_id == "" or found.post_id.isdigit()
@@ -263,11 +273,150 @@ HOSTILE = [
 @pytest.mark.parametrize("hostile", HOSTILE, ids=[h[:24] for h in HOSTILE])
 def test_hostile_html_returns(hostile: str) -> None:
     for data in (hostile, hostile.encode()):
-        found = find_chat_page(data)
+        found = find_legacy_chat(data)
         assert found is None or 1 <= len(found.nonce) <= 64
 
 
 def test_widget_after_a_megabyte_of_junk_is_still_found() -> None:
-    found = find_chat_page("<div " * 200_000 + widget())
+    found = find_legacy_chat("<div " * 200_000 + widget())
     assert found is not None
     assert found.nonce == NONCE
+
+
+# AIPKit (plugin ≥ 2.3) ----------------------------------------------------------------------------
+
+
+def aipkit_config(bot_id: int = 4, nonce: str = NONCE, **extra: object) -> str:
+    """A `data-config` as the plugin prints it: wp_json_encode (escaped slashes) in esc_attr."""
+    import html
+    import json
+
+    data = {
+        "botId": bot_id,
+        "ajaxUrl": "https://chatgpt.es/wp-admin/admin-ajax.php",
+        "nonce": nonce,
+        "postId": 5,
+        "provider": "OpenAI",
+        "requireConsentCompliance": False,
+        "text": {"initialGreeting": "Hello <there> & 'you'"},
+        **extra,
+    }
+    return html.escape(json.dumps(data).replace("/", "\\/"))
+
+
+def inline_bot(bot_id: int = 4, nonce: str = NONCE) -> str:
+    return (
+        f'<div class="aipkit_chat_container aipkit-theme-dark" id="aipkit_chat_container_{bot_id}"'
+        f" data-bot-id=\"{bot_id}\" data-config='{aipkit_config(bot_id, nonce)}'></div>"
+    )
+
+
+def popup_bot(bot_id: int = 4) -> str:
+    return (
+        f'<div class="aipkit_popup_wrapper aipkit-popup-standard" id="aipkit_popup_wrapper_'
+        f"{bot_id}\" data-config='{aipkit_config(bot_id)}'>"
+        f'<div class="aipkit_chat_container" id="aipkit_chat_container_{bot_id}" aria-hidden="true"'
+        " inert></div></div>"
+    )
+
+
+REFRESH = '<script>window.aipkit_getChatNonceAction = "aipkit_get_frontend_chat_nonce";</script>'
+
+
+def test_an_inline_bot() -> None:
+    found = read_chat_page(page(inline_bot()))
+    assert found.generation == "aipkit"
+    assert found.legacy is None
+    assert found.aipkit == AipkitChat(
+        (
+            AipkitBot(
+                bot_id=4,
+                nonce=NONCE,
+                ajax_url="https://chatgpt.es/wp-admin/admin-ajax.php",
+                post_id=5,
+                mode="inline",
+                provider="OpenAI",
+            ),
+        ),
+        None,
+    )
+
+
+def test_a_popup_bot_is_read_from_its_wrapper_not_its_inner_container() -> None:
+    found = find_aipkit_chat(page(popup_bot() + REFRESH))
+    assert found is not None
+    (bot,) = found.bots
+    assert (bot.bot_id, bot.mode, bot.nonce) == (4, "popup", NONCE)
+    assert found.nonce_action == "aipkit_get_frontend_chat_nonce"
+
+
+def test_several_bots_in_page_order_each_once() -> None:
+    found = find_aipkit_chat(page(inline_bot(7) + popup_bot(4) + inline_bot(7)))
+    assert found is not None
+    assert [bot.bot_id for bot in found.bots] == [7, 4]
+    assert found.bot(None) is found.bots[0]
+    assert found.bot(4) is found.bots[1]
+    assert found.bot(9) is None
+
+
+def test_a_double_quoted_config_and_flags() -> None:
+    config = aipkit_config(requireConsentCompliance=True, enableOpenAIConversationState=True)
+    markup = f'<div class="aipkit_chat_container" data-config="{config}"></div>'
+    found = find_aipkit_chat(page(markup))
+    assert found is not None
+    assert found.bots[0].require_consent and found.bots[0].conversation_state
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "not json",
+        "[1, 2]",
+        '{"botId": "x", "nonce": "8cf9917be2"}',
+        '{"botId": 4, "nonce": 12}',
+        '{"botId": 4, "nonce": "bad nonce!"}',
+        '{"botId": 0, "nonce": "8cf9917be2"}',
+        '{"nonce": "8cf9917be2"}',
+    ],
+)
+def test_a_broken_config_is_no_bot(config: str) -> None:
+    import html
+
+    markup = f"<div class=\"aipkit_chat_container\" data-config='{html.escape(config)}'></div>"
+    assert find_aipkit_chat(page(markup)) is None
+    assert read_chat_page(page(markup)).generation is None
+
+
+def test_a_bot_id_and_post_id_as_text_are_numbers() -> None:
+    import html
+
+    config = html.escape('{"botId": "12", "postId": "7", "nonce": "8cf9917be2"}')
+    found = find_aipkit_chat(page(f"<div class='aipkit_chat_container' data-config='{config}'>"))
+    assert found is not None
+    assert (found.bots[0].bot_id, found.bots[0].post_id, found.bots[0].ajax_url) == (12, 7, None)
+
+
+def test_a_page_with_the_legacy_widget_is_legacy() -> None:
+    found = read_chat_page(page(widget()))
+    assert found.generation == "legacy"
+    assert found.aipkit is None
+
+
+def test_the_aipkit_bot_is_found_after_a_megabyte_of_junk() -> None:
+    junk = "<p>" + "x" * 1_000_000 + "</p>"
+    assert find_aipkit_chat(page(junk + popup_bot())) is not None
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from(
+        [
+            "<div class=aipkit_chat_container " * 20_000,
+            "<div " + "aipkit_popup_wrapper " * 50_000,
+            ("<div class='aipkit_chat_container' data-config='" + "x" * 1000) * 1000,
+            "<div data-config='" + "&quot;" * 200_000,
+        ]
+    )
+)
+def test_hostile_aipkit_markup_returns(hostile: str) -> None:
+    read_chat_page(hostile)

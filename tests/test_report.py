@@ -22,6 +22,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import run_cli
 
 from batchgpt.report import (
     LATENCY_PRECISION,
@@ -564,3 +565,46 @@ def test_the_offline_check_catches_a_page_that_fetches(browser: Any, tmp_path: P
     opened = open_offline(browser, page)
 
     assert sorted(opened.blocked) == ["http://cdn.test/x.js", "https://example.com/pixel.png"]
+
+
+# --- through the command line -------------------------------------------------------------------
+
+
+def report_cli(*args: str | Path) -> tuple[int, str]:
+    done = run_cli("report", *args)
+    return done.returncode, done.stderr
+
+
+def test_report_of_a_job_file_reads_the_jobs_own_output(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    make_results(tmp_path / "state" / "answers.jsonl", 40)
+    job = tmp_path / "nightly.toml"
+    job.write_text('input = "prompts.jsonl"\noutput = "state/answers.jsonl"\n')
+    out = tmp_path / "report.html"
+
+    code, stderr = report_cli(job, "-o", out)
+
+    assert code == 0, stderr
+    assert "batchgpt report: answers.jsonl" in out.read_text()
+
+
+def test_report_of_a_results_file_of_any_name(tmp_path: Path) -> None:
+    make_results(tmp_path / "batch-output-host1.jsonl", 20, shape="openai")
+    out = tmp_path / "report.html"
+
+    code, stderr = report_cli(tmp_path / "batch-output-host1.jsonl", "-o", out)
+
+    assert code == 0, stderr
+    assert "batchgpt report: batch-output-host1.jsonl" in out.read_text()
+
+
+def test_report_of_a_job_without_results_yet_is_exit_2_naming_the_file(tmp_path: Path) -> None:
+    job = tmp_path / "nightly.toml"
+    job.write_text('input = "prompts.jsonl"\noutput = "answers.jsonl"\n')
+
+    code, stderr = report_cli(job, "-o", tmp_path / "report.html")
+
+    assert code == 2
+    assert str(tmp_path / "answers.jsonl") in stderr
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "report.html").exists()

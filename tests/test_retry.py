@@ -11,6 +11,7 @@ import asyncio
 import random
 
 import pytest
+from fake_clock import FakeClock
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,6 +29,9 @@ from batchgpt.errors import (
     TransportError,
 )
 from batchgpt.retry import CircuitBreaker, HaltRule, RetryPolicy, send_with_retries
+
+# The legacy chat, answering in JSON (streaming off), as these tests were written for it.
+pytestmark = pytest.mark.emulator_config(chat="legacy", stream=False)
 
 SERVER_ERROR = ServerError("server error: HTTP 503", http_status=503)
 UNREACHABLE = [
@@ -98,17 +102,6 @@ def test_a_429_without_retry_after_backs_off_like_any_other_error() -> None:
 # CircuitBreaker -----------------------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def breaker_on(clock: FakeClock, **settings: float) -> CircuitBreaker:
     values = {"threshold": 3, "give_up_after": 100.0, "cooldown": 1.0, "max_cooldown": 8.0}
     return CircuitBreaker(clock=clock, **{**values, **settings})  # type: ignore[arg-type]
@@ -169,6 +162,26 @@ def test_open_exactly_when_the_last_failures_in_a_row_reach_the_threshold(
         assert breaker.is_open == (in_a_row >= 3)
 
 
+async def test_a_cancel_while_a_failed_probe_wakes_the_waiters_is_never_lost() -> None:
+    """A run stopping (its drain deadline cancels every worker) just as a probe fails: the
+    attempts waiting for the breaker must end, not wait on for the next probe. (asyncio.wait_for
+    in Python 3.11 returns normally when its inner wait ends in the same step as a cancel.)"""
+    clock = FakeClock()
+    breaker = breaker_on(clock)
+    for _ in range(3):
+        breaker.record(SERVER_ERROR, probe=False)
+    clock.advance(1.0)
+    assert await breaker.admit() is True  # the probe
+    waiting = [asyncio.create_task(breaker.admit()) for _ in range(3)]
+    await asyncio.sleep(0)  # all three wait for the breaker
+    breaker.record(SERVER_ERROR, probe=True)  # wakes them: the breaker stays open
+    for task in waiting:
+        task.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert all(task.cancelled() for task in waiting), "an attempt swallowed its cancellation"
+
+
 async def test_one_probe_per_cooldown_and_the_cooldown_doubles_up_to_its_cap() -> None:
     clock = FakeClock()
     breaker = breaker_on(clock)
@@ -204,6 +217,25 @@ async def test_a_successful_probe_closes_and_wakes_the_waiting_attempts() -> Non
     assert breaker.opened == 2
     clock.advance(1.0)
     assert await breaker.admit() is True
+
+
+async def test_a_waiting_attempt_cancelled_as_the_probe_fails_is_cancelled() -> None:
+    # A stopped run cancels its workers; one waiting in admit() whose wake-up (a failed probe)
+    # comes in the same step must end, not go on waiting (on 3.11 wait_for lost the cancel).
+    clock = FakeClock()
+    breaker = breaker_on(clock)
+    for _ in range(3):
+        breaker.record(SERVER_ERROR, probe=False)
+    clock.advance(1.0)
+    assert await breaker.admit() is True
+    waiter = asyncio.create_task(breaker.admit())
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    breaker.record(SERVER_ERROR, probe=True)  # wakes the waiter and opens again
+    waiter.cancel()
+    done, _ = await asyncio.wait([waiter], timeout=2)
+    assert waiter in done, "the cancelled attempt went on waiting"
+    assert waiter.cancelled()
 
 
 async def test_a_probe_that_reaches_the_site_closes_the_breaker_even_when_refused() -> None:

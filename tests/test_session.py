@@ -21,6 +21,9 @@ from batchgpt.errors import (
 from batchgpt.pacing import Pacer
 from batchgpt.providers import ChatGptEsSession
 
+# The legacy chat, answering in JSON (streaming off), as these tests were written for it.
+pytestmark = pytest.mark.emulator_config(chat="legacy", stream=False)
+
 MARKUPS_WITH_NONCE = ["data-nonce", "wpaicgParams", "hidden-input", "script-var"]
 
 

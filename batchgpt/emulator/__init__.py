@@ -1,12 +1,15 @@
-"""A local chatgpt.es for tests, benchmarks and the demo (see site.py)."""
+"""A local chatgpt.es for tests, benchmarks and the demo: site.py has what both chat generations
+share, legacy.py and aipkit.py one generation each."""
 
 from batchgpt.emulator.site import (
     AJAX_PATH,
     CAPTCHA_TEXT,
+    CHATS,
     CONTROL_PREFIX,
     COOKIE,
     NONCE_FAILURES,
     NONCE_MARKUPS,
+    PLUGINS,
     Emulator,
     EmulatorConfig,
     EmulatorStats,
@@ -21,10 +24,12 @@ from batchgpt.emulator.site import (
 __all__ = [
     "AJAX_PATH",
     "CAPTCHA_TEXT",
+    "CHATS",
     "CONTROL_PREFIX",
     "COOKIE",
     "NONCE_FAILURES",
     "NONCE_MARKUPS",
+    "PLUGINS",
     "Emulator",
     "EmulatorConfig",
     "EmulatorStats",

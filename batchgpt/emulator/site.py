@@ -1,28 +1,28 @@
-"""A local chatgpt.es: the AI Power chat plugin's wire protocol as PROTOCOL.md describes it.
+"""A local chatgpt.es: a WordPress page with the AI Power chat plugin, in either chat generation.
 
-It serves the page with a WordPress-style nonce (in any of the known markups), sets a Cloudflare-ish
-cookie, checks nonces per cookie and tick, and answers admin-ajax.php with a deterministic answer
-derived from the message, or with any failure the real site produces: 403 "-1" and its siblings,
-400 "0", Cloudflare challenges, the captcha text, 429 with Retry-After, 5xx, hangs, truncated JSON.
-It counts everything it saw so tests and benchmarks can assert on the traffic. Control endpoints
-under `/__emulator__/` change the configuration and read the counters from another process.
+`chat=aipkit` (the default, what sites run today) is plugin 2.3 or 2.4.71's AIPKit chat
+(aipkit.py); `chat=legacy` is the chat of plugin ≤ 2.2 (legacy.py). What both share lives here:
+the page (with a decoy nonce of another plugin before or after the chat), WordPress nonces (the
+same for every anonymous visitor within a tick, as the plugin's are), a Cloudflare-ish cookie and
+challenge, the faults a real site shows (429 with Retry-After, 5xx, hangs, cut answers, latency,
+a site that is down), chatgpt.es's consent gate, counters of everything it saw, and control
+endpoints under `/__emulator__/` to change settings and read counters from another process.
+Answers are deterministic (`expected_answer`), so tests compare results against them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import hmac
-import html
-import json
 import random
 import secrets
+import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -35,24 +35,37 @@ CONTROL_PREFIX = "/__emulator__/"
 CAPTCHA_TEXT = "Du musst das Kästchen anklicken! Bitte bestätige, dass du kein Roboter bist."
 NONCE_MARKUPS = ("data-nonce", "wpaicgParams", "hidden-input", "script-var", "none")
 NONCE_FAILURES = ("-1", "expired", "json")
+CHATS = ("legacy", "aipkit")
+PLUGINS = ("2.3", "2.4.71")
+DECOYS = ("before", "after", "none")
 COOKIE = "__cf_bm"
+#: A nonce of another plugin on the same page: a loose `nonce` pattern would pick it up.
+DECOY_SCRIPT = '<script>var other = {"nonce":"0000000000"};</script>'
 
 
-def expected_answer(message: str) -> str:
-    """The answer the emulator gives to `message`; tests compare results against it."""
-    digest = hashlib.sha256(message.encode()).hexdigest()[:12]
+def expected_answer(message: str, earlier: Sequence[str] = (), padding: int = 0) -> str:
+    """The answer the emulator gives to `message`, in a conversation whose earlier user messages
+    were `earlier` (the AIPKit chat keeps conversations: a reused one changes the answer), made
+    `padding` characters longer (`answer_padding`, for answers of any size)."""
+    digest = hashlib.sha256("\x1e".join([*earlier, message]).encode()).hexdigest()[:12]
     tail = message[-60:].replace("\n", " ")
-    return f"Emulated answer {digest}: you said «{tail}»"
+    turn = f" (turn {len(earlier) + 1})" if earlier else ""
+    return f"Emulated answer {digest}: you said «{tail}»{turn}" + "·" * padding
 
 
 @dataclass
 class EmulatorConfig:
-    """Everything a test can turn; rates are fractions of POSTs, times are seconds."""
+    """Everything a test can turn; rates are fractions of chat requests, times are seconds."""
 
-    nonce_markup: str = "data-nonce"
+    chat: str = "aipkit"
+    plugin: str = "2.4.71"
+    bots: str = "4"
+    bot_mode: str = ""
     post_id: str = "106"
+    nonce_markup: str = "data-nonce"
+    decoys: str = "after"
     nonce_life: float = 86400.0
-    nonce_failure: str = "-1"
+    nonce_failure: str = "expired"
     stale_page_nonce: bool = False
     require_browser: bool = True
     challenge_rate: float = 0.0
@@ -63,10 +76,17 @@ class EmulatorConfig:
     hang_seconds: float = 30.0
     truncate_rate: float = 0.0
     latency: float = 0.0
-    stream: bool = False
+    stream: bool = True
     down: bool = False
+    guest_quota: int = 0
+    cache_ttl: float = 60.0
+    lose_cache_keys: int = 0
+    banned_via: str = ""
+    answer_padding: int = 0
     captcha_marker: str = "[captcha]"
     site_error_marker: str = "[site-error]"
+    ai_rate_limit_marker: str = "[ai-429]"
+    ai_error_marker: str = "[ai-500]"
     seed: int = 0
 
     def update(self, changes: dict[str, Any]) -> None:
@@ -76,6 +96,13 @@ class EmulatorConfig:
                 raise KeyError(f"unknown emulator setting {key!r}")
             kind = type(getattr(self, key))
             setattr(self, key, kind(value) if kind is not bool else _as_bool(value))
+        for key, allowed in (("chat", CHATS), ("plugin", PLUGINS), ("decoys", DECOYS)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {', '.join(allowed)}")
+
+    @property
+    def bot_ids(self) -> list[int]:
+        return [int(part) for part in self.bots.split(",") if part.strip()]
 
 
 def _as_bool(value: Any) -> bool:
@@ -86,10 +113,13 @@ def _as_bool(value: Any) -> bool:
 
 @dataclass
 class EmulatorStats:
-    """What the emulator saw."""
+    """What the emulator saw. `posts` are chat requests: the legacy POST or AIPKit's cache POST
+    (`post_times` when each arrived); `streams` are AIPKit's answer GETs."""
 
     gets: int = 0
     posts: int = 0
+    streams: int = 0
+    refreshes: int = 0
     answers: int = 0
     nonce_failures: int = 0
     challenges: int = 0
@@ -98,19 +128,31 @@ class EmulatorStats:
     status: Counter[int] = field(default_factory=Counter)
     post_times: list[float] = field(default_factory=list)
     answered: Counter[str] = field(default_factory=Counter)
+    #: AIPKit: user messages by conversation_uuid, in order; requests by guest session_id.
+    conversations: dict[str, list[str]] = field(default_factory=dict)
+    guests: Counter[str] = field(default_factory=Counter)
     forms: list[dict[str, str]] = field(default_factory=list)
+    queries: list[dict[str, str]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def requests(self) -> int:
+        """Every page and admin-ajax request the chat made."""
+        return self.gets + self.posts + self.streams + self.refreshes
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "gets": self.gets,
             "posts": self.posts,
+            "streams": self.streams,
+            "refreshes": self.refreshes,
             "answers": self.answers,
             "nonce_failures": self.nonce_failures,
             "challenges": self.challenges,
             "max_in_flight": self.max_in_flight,
             "status": {str(k): v for k, v in self.status.items()},
             "post_times": list(self.post_times),
+            "guests": dict(self.guests),
         }
 
 
@@ -129,6 +171,9 @@ class Emulator:
     """The emulated site; `app` is an aiohttp application."""
 
     def __init__(self, config: EmulatorConfig | None = None, *, keep_forms: bool = False) -> None:
+        from batchgpt.emulator.aipkit import AipkitChat
+        from batchgpt.emulator.legacy import LegacyChat
+
         self.config = config or EmulatorConfig()
         self.stats = EmulatorStats()
         self.keep_forms = keep_forms
@@ -137,11 +182,14 @@ class Emulator:
         self._burned: set[str] = set()
         self._random = random.Random(self.config.seed)
         self._recent: list[float] = []
+        self.legacy = LegacyChat(self)
+        self.aipkit = AipkitChat(self)
         self.app = web.Application()
         self.app.router.add_get(CONTROL_PREFIX + "stats", self._get_stats)
         self.app.router.add_post(CONTROL_PREFIX + "config", self._set_config)
         self.app.router.add_post(CONTROL_PREFIX + "rotate", self._rotate)
-        self.app.router.add_post(AJAX_PATH, self._ajax)
+        self.app.router.add_post(AJAX_PATH, self._ajax_post)
+        self.app.router.add_get(AJAX_PATH, self._ajax_get)
         self.app.router.add_get("/{path:.*}", self._page)
 
     def rotate_nonces(self) -> None:
@@ -151,22 +199,33 @@ class Emulator:
     def reset_stats(self) -> None:
         self.stats = EmulatorStats()
 
-    # nonces -----------------------------------------------------------------------------------
+    # nonces: WordPress's, for a visitor who is not logged in ----------------------------------
     def _tick(self) -> int:
         return int(time.time() // (self.config.nonce_life / 2)) + 1
 
-    def _nonce(self, cookie: str, tick: int, secret: bytes) -> str:
-        text = f"{tick}|wpaicg-chatbox|0|{cookie}".encode()
+    def _nonce(self, action: str, tick: int, secret: bytes) -> str:
+        text = f"{tick}|{action}|0|".encode()
         return hmac.new(secret, text, hashlib.md5).hexdigest()[-12:-2]
 
-    def _nonce_valid(self, nonce: str, cookie: str) -> bool:
+    def page_nonce(self, action: str) -> str:
+        """The nonce the page prints (from a page cache's old salt when `stale_page_nonce`)."""
+        secret = self._old_secret if self.config.stale_page_nonce else self._secret
+        return self._nonce(action, self._tick(), secret)
+
+    def fresh_nonce(self, action: str) -> str:
+        return self._nonce(action, self._tick(), self._secret)
+
+    def nonce_valid(self, nonce: str, action: str) -> bool:
         tick = self._tick()
-        return any(
-            hmac.compare_digest(nonce, self._nonce(cookie, t, self._secret))
+        valid = any(
+            hmac.compare_digest(nonce, self._nonce(action, t, self._secret))
             for t in (tick, tick - 1)
         )
+        if not valid:
+            self.stats.nonce_failures += 1
+        return valid
 
-    # requests ---------------------------------------------------------------------------------
+    # what every request meets -----------------------------------------------------------------
     def _cookie(self, request: web.Request) -> str:
         return request.cookies.get(COOKIE, "")
 
@@ -174,7 +233,7 @@ class Emulator:
         agent = request.headers.get("user-agent", "")
         return "Chrome/" in agent and "sec-ch-ua" in request.headers
 
-    def _challenged(self, request: web.Request) -> bool:
+    def challenged(self, request: web.Request) -> bool:
         cookie = self._cookie(request)
         if self.config.require_browser and not self._is_browser(request):
             return True
@@ -186,13 +245,13 @@ class Emulator:
             return True
         return False
 
-    def _challenge(self) -> web.Response:
+    def challenge(self) -> web.Response:
         self.stats.challenges += 1
         body = (
             "<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>"
             '<div id="cf-spinner-please-wait">Checking your browser…</div></body></html>'
         )
-        return self._reply(
+        return self.reply(
             web.Response(
                 status=403,
                 text=body,
@@ -201,157 +260,131 @@ class Emulator:
             )
         )
 
-    def _reply(self, response: web.Response) -> web.Response:
+    def reply(self, response: web.Response) -> web.Response:
         self.stats.status[response.status] += 1
         return response
 
-    async def _page(self, request: web.Request) -> web.Response:
-        self.stats.gets += 1
-        if self.config.down:
-            return self._reply(web.Response(status=503, text="Service Unavailable"))
-        if self._challenged(request):
-            return self._challenge()
-        cookie = self._cookie(request) or secrets.token_urlsafe(24)
-        secret = self._old_secret if self.config.stale_page_nonce else self._secret
-        nonce = self._nonce(cookie, self._tick(), secret)
-        response = web.Response(
-            text=self._page_html(nonce, str(request.url.origin())), content_type="text/html"
-        )
-        response.set_cookie(COOKIE, cookie, httponly=True, path="/")
-        return self._reply(response)
+    def json(self, payload: dict[str, Any], status: int = 200) -> web.Response:
+        return self.reply(web.json_response(payload, status=status))
 
-    def _page_html(self, nonce: str, origin: str) -> str:
-        post_id = self.config.post_id
-        markup = self.config.nonce_markup
-        ajax = json.dumps(origin + AJAX_PATH)
-        chat = {
-            "data-nonce": (
-                f'<div class="wpaicg-chat-shortcode" data-user-bg-color="#444654" '
-                f'data-nonce="{nonce}" data-post-id="{post_id}" '
-                f'data-url="{html.escape(origin)}" data-bot-id="0" data-type="shortcode"></div>'
-            ),
-            "wpaicgParams": (
-                f'<script>var wpaicgParams = {{"ajax_url":{ajax},"search_nonce":"{nonce}",'
-                f'"logged_in":"0"}};</script><div class="wpaicg-chat-shortcode" data-post-id="'
-                f'{post_id}"></div>'
-            ),
-            "hidden-input": (
-                f'<form><input type="hidden" name="_wpnonce" value="{nonce}">'
-                f"<input type='hidden' name='post_id' value='{post_id}'></form>"
-            ),
-            "script-var": (
-                f"<script>var wpaicg_nonce = '{nonce}'; var post_id = {post_id};</script>"
-            ),
-            "none": "<p>The chat is unavailable.</p>",
-        }[markup]
-        return (
-            "<!DOCTYPE html><html lang='es'><head><title>ChatGPT en Español</title>"
-            '<script>var other = {"nonce":"0000000000"};</script></head><body>'
-            f"<h1>ChatGPT Español</h1>{chat}</body></html>"
-        )
+    def unknown_action(self) -> web.Response:
+        """admin-ajax's answer to an action nobody registered."""
+        return self.reply(web.Response(status=400, text="0", content_type="text/html"))
 
-    async def _ajax(self, request: web.Request) -> web.StreamResponse:
-        self.stats.posts += 1
-        self.stats.post_times.append(time.monotonic())
-        self.stats.in_flight += 1
-        self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
-        try:
-            return await self._answer(request)
-        finally:
-            self.stats.in_flight -= 1
+    def down(self) -> web.Response:
+        return self.reply(web.Response(status=503, text="Service Unavailable"))
 
-    async def _answer(self, request: web.Request) -> web.StreamResponse:
-        config = self.config
-        form = await request.post()
-        fields = {key: str(value) for key, value in form.items()}
-        if self.keep_forms:
-            self.stats.forms.append(fields)
-            self.stats.headers.append({k.lower(): v for k, v in request.headers.items()})
-        if config.down:
-            return self._reply(web.Response(status=503, text="Service Unavailable"))
-        if fields.get("action") != "wpaicg_chat_shortcode_message":
-            return self._reply(web.Response(status=400, text="0"))
-        if self._challenged(request):
-            return self._challenge()
-        if config.rate_limit and self._over_rate():
-            return self._reply(
-                web.Response(status=429, text="Too Many Requests", headers=self._retry_after())
-            )
-        if config.latency:
-            await asyncio.sleep(config.latency)
-        fault = self._random.random()
-        if fault < config.error_rate:
-            status = self._random.choice((500, 502, 503, 520))
-            return self._reply(web.Response(status=status, text=f"<h1>Error {status}</h1>"))
-        fault -= config.error_rate
-        if fault < config.hang_rate:
-            await asyncio.sleep(config.hang_seconds)
-        fault -= config.hang_rate
-        if not self._nonce_valid(fields.get("_wpnonce", ""), self._cookie(request)):
-            return self._nonce_failure()
-        message = fields.get("message", "")
-        if fault < config.truncate_rate:
-            body = json.dumps({"status": "success", "data": expected_answer(message)})
-            return self._reply(
-                web.Response(text=body[: len(body) // 2], content_type="application/json")
-            )
-        if not message.strip():
-            return self._json({"status": "error", "msg": "Please enter a message."})
-        if config.captcha_marker and config.captcha_marker in message:
-            return self._json({"status": "success", "msg": "", "data": CAPTCHA_TEXT})
-        if config.site_error_marker and config.site_error_marker in message:
-            return self._json({"status": "error", "msg": "Your message contains prohibited words."})
-        self.stats.answers += 1
-        answer = expected_answer(message)
-        self.stats.answered[message] += 1
-        if config.stream:
-            return await self._stream(request, answer)
-        return self._json(
-            {"status": "success", "msg": "Something went wrong", "data": answer, "log": 1}
-        )
+    def banned(self, request: web.Request) -> bool:
+        """Whether the request's IP is banned: one that came through a proxy whose `Via` header
+        contains `banned_via`, or every one for `*`."""
+        via = self.config.banned_via
+        return via == "*" or (bool(via) and via in request.headers.get("via", ""))
 
-    def _over_rate(self) -> bool:
+    def over_rate(self) -> web.Response | None:
+        """429 with Retry-After once more than `rate_limit` chat requests came in a second."""
+        if not self.config.rate_limit:
+            return None
         now = time.monotonic()
         self._recent = [t for t in self._recent if now - t < 1.0]
-        if len(self._recent) >= self.config.rate_limit:
-            return True
-        self._recent.append(now)
-        return False
-
-    def _retry_after(self) -> dict[str, str]:
+        if len(self._recent) < self.config.rate_limit:
+            self._recent.append(now)
+            return None
         value = self.config.retry_after
         if value == "date":
             value = formatdate(time.time() + 2, usegmt=True)
-        return {"Retry-After": value}
+        return self.reply(
+            web.Response(status=429, text="Too Many Requests", headers={"Retry-After": value})
+        )
 
-    def _nonce_failure(self) -> web.Response:
-        self.stats.nonce_failures += 1
-        kind = self.config.nonce_failure
-        if kind == "json":
-            return self._json({"status": "error", "msg": "Nonce verification failed"})
-        if kind == "expired":
-            return self._reply(
-                web.Response(
-                    status=403,
-                    text="The link you followed has expired. Please try again.",
-                    content_type="text/html",
-                )
-            )
-        return self._reply(web.Response(status=403, text="-1"))
+    def draw_fault(self) -> str | None:
+        """'error', 'hang', 'truncate' or None, by the configured rates (one draw each)."""
+        fault = self._random.random()
+        config = self.config
+        for name, rate in (
+            ("error", config.error_rate),
+            ("hang", config.hang_rate),
+            ("truncate", config.truncate_rate),
+        ):
+            if fault < rate:
+                return name
+            fault -= rate
+        return None
 
-    def _json(self, payload: dict[str, Any]) -> web.Response:
-        return self._reply(web.json_response(payload))
+    def server_error(self) -> web.Response:
+        status = self._random.choice((500, 502, 503, 520))
+        return self.reply(web.Response(status=status, text=f"<h1>Error {status}</h1>"))
 
-    async def _stream(self, request: web.Request, answer: str) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for start in range(0, len(answer), 16):
-            delta = {"choices": [{"delta": {"content": answer[start : start + 16]}}]}
-            await response.write(b"data: " + json.dumps(delta).encode() + b"\n\n")
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        self.stats.status[200] += 1
-        return response
+    def record(self, request: web.Request, fields: dict[str, str], *, query: bool = False) -> None:
+        if self.keep_forms:
+            (self.stats.queries if query else self.stats.forms).append(fields)
+            self.stats.headers.append({k.lower(): v for k, v in request.headers.items()})
+
+    @contextmanager
+    def in_flight(self) -> Iterator[None]:
+        self.stats.in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+        try:
+            yield
+        finally:
+            self.stats.in_flight -= 1
+
+    def count_post(self) -> None:
+        self.stats.posts += 1
+        self.stats.post_times.append(time.monotonic())
+
+    # routes -----------------------------------------------------------------------------------
+    async def _page(self, request: web.Request) -> web.Response:
+        self.stats.gets += 1
+        if self.config.down:
+            return self.down()
+        if self.challenged(request):
+            return self.challenge()
+        cookie = self._cookie(request) or secrets.token_urlsafe(24)
+        origin = str(request.url.origin())
+        chat = self.aipkit if self.config.chat == "aipkit" else self.legacy
+        response = web.Response(text=self._page_html(chat.markup(origin)), content_type="text/html")
+        response.set_cookie(COOKIE, cookie, httponly=True, path="/")
+        return self.reply(response)
+
+    def _page_html(self, chat: str) -> str:
+        decoys = self.config.decoys
+        return (
+            "<!DOCTYPE html><html lang='es'><head><title>ChatGPT en Español</title>"
+            f"{DECOY_SCRIPT if decoys == 'before' else ''}</head><body>"
+            f"<h1>ChatGPT Español</h1>{chat}"
+            f"{DECOY_SCRIPT if decoys == 'after' else ''}</body></html>"
+        )
+
+    async def _ajax_post(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        fields = {key: str(value) for key, value in form.items()}
+        if self.config.down:
+            self.record(request, fields)
+            return self.down()
+        handler = (
+            self.legacy.actions.get(fields.get("action", ""))
+            if (self.config.chat == "legacy")
+            else self.aipkit.actions.get(fields.get("action", ""))
+        )
+        if handler is None:
+            self.record(request, fields)
+            return self.unknown_action()
+        with self.in_flight():
+            return await handler(request, fields)
+
+    async def _ajax_get(self, request: web.Request) -> web.StreamResponse:
+        fields = dict(request.query)
+        if self.config.down:
+            return self.down()
+        handler = (
+            self.aipkit.get_actions.get(fields.get("action", ""))
+            if (self.config.chat == "aipkit")
+            else None
+        )
+        if handler is None:
+            return self.unknown_action()
+        with self.in_flight():
+            return await handler(request, fields)
 
     # control ----------------------------------------------------------------------------------
     async def _get_stats(self, request: web.Request) -> web.Response:
@@ -414,6 +447,13 @@ def running_emulator(
         loop.close()
 
 
+def describe(config: EmulatorConfig) -> str:
+    """What the emulator serves, in a few words."""
+    if config.chat == "legacy":
+        return "the legacy chat (AI Power ≤ 2.2)"
+    return f"the AIPKit chat (AI Power {config.plugin})"
+
+
 def serve_forever(host: str, port: int, settings: dict[str, str]) -> None:
     """Serve until interrupted (the `batchgpt emulator` command)."""
     config = EmulatorConfig()
@@ -422,11 +462,17 @@ def serve_forever(host: str, port: int, settings: dict[str, str]) -> None:
 
     async def main() -> None:
         runner = await serve(emulator, host, port)
-        print(f"chatgpt.es emulator on http://{host}:{bound_port(runner)}", flush=True)
+        print(
+            f"chatgpt.es emulator on http://{host}:{bound_port(runner)}, speaking "
+            f"{describe(config)}",
+            flush=True,
+        )
+        stopped = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a server's normal end, not an error
+            asyncio.get_running_loop().add_signal_handler(sig, stopped.set)
         try:
-            await asyncio.Event().wait()
+            await stopped.wait()
         finally:
             await runner.cleanup()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    asyncio.run(main())

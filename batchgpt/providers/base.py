@@ -76,3 +76,8 @@ class Backend(ABC):
     @abstractmethod
     def client(self, proxy: str | None, *, max_clients: int) -> ChatClient:
         """A new session through `proxy`, allowed `max_clients` connections at once."""
+
+    async def preflight(self, client: ChatClient) -> None:
+        """Check, before the run writes anything, what only the service can tell is a usage
+        error (UsageError); `client` is the run's first. Nothing to check by default."""
+        return None

@@ -14,15 +14,16 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from batchgpt.checkpoint import Checkpoint, file_fingerprint
 from batchgpt.config import RunConfig
+from batchgpt.emulator import AJAX_PATH
 from batchgpt.formats import Result, encode
 from batchgpt.providers.chatgpt_es import ChatGptEs
-from batchgpt.providers.chatgpt_es.page import find_chat_page
-from batchgpt.providers.chatgpt_es.session import IMPERSONATE, browser_headers, chat_form
+from batchgpt.providers.chatgpt_es.session import IMPERSONATE, STREAM_HEADERS, browser_headers
 from tests.benchmarks.harness import (
     control,
     emulator_process,
@@ -35,9 +36,16 @@ from tests.benchmarks.harness import (
 from tests.benchmarks.openai_runners import openai_runners
 
 
-async def _bare_loop(url: str, prompts: int, concurrency: int, *, scrape_each: bool) -> float:
-    """The floor: one curl_cffi AsyncSession, scrape once (or per prompt, as the seed did), post."""
+async def _bare_loop(
+    url: str, prompts: int, concurrency: int, chat: str, *, scrape_each: bool
+) -> float:
+    """The floor: one curl_cffi AsyncSession that scrapes once (or per prompt, as the seed did)
+    and sends each prompt the way `chat` needs: legacy one POST, AIPKit a cache POST and its
+    stream GET. No retries, no output, no checkpoint."""
     from curl_cffi.requests import AsyncSession
+
+    from batchgpt.providers.chatgpt_es import aipkit, legacy
+    from batchgpt.providers.chatgpt_es.page import read_chat_page
 
     messages = [
         ChatGptEs.format_message([{"role": "user", "content": f"Prompt number {i}"}])
@@ -46,49 +54,69 @@ async def _bare_loop(url: str, prompts: int, concurrency: int, *, scrape_each: b
     queue: asyncio.Queue[str] = asyncio.Queue()
     for message in messages:
         queue.put_nowait(message)
+    guest = "bench-guest"
     async with AsyncSession(
-        headers=browser_headers(url), impersonate=IMPERSONATE, max_clients=concurrency + 1
+        headers=browser_headers(url, url), impersonate=IMPERSONATE, max_clients=concurrency + 1
     ) as session:
-        page = find_chat_page((await session.get(url)).content)
-        assert page is not None
+
+        async def scrape() -> Any:
+            page = read_chat_page((await session.get(url)).content)
+            found = page.aipkit.bots[0] if chat == "aipkit" and page.aipkit else page.legacy
+            assert found is not None
+            return found
+
+        chat_of_page = await scrape()
 
         async def worker() -> None:
-            nonlocal page
             while not queue.empty():
                 message = queue.get_nowait()
-                if scrape_each:
-                    page = find_chat_page((await session.get(url)).content)
-                    assert page is not None
-                response = await session.post(
-                    url + "/wp-admin/admin-ajax.php", data=chat_form(page, message, url)
+                target = await scrape() if scrape_each else chat_of_page
+                if chat == "legacy":
+                    form = legacy.chat_form(target, message, url, guest)
+                    reply = await session.post(url + AJAX_PATH, data=form)
+                    assert reply.status_code == 200 and b"[DONE]" in reply.content
+                    continue
+                cached = await session.post(
+                    url + AJAX_PATH, data=aipkit.cache_form(target, message)
                 )
-                assert orjson.loads(response.content)["data"]
+                key = orjson.loads(cached.content)["data"]["cache_key"]
+                reply = await session.get(
+                    url + AJAX_PATH,
+                    params=aipkit.stream_query(target, key, guest),
+                    headers=STREAM_HEADERS,
+                )
+                assert b"event: done" in reply.content
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return time.perf_counter() - started
 
 
-def overhead(out: Path, work: Path, prompts: int = 5000, rounds: int = 3) -> None:
-    """batchgpt against the bare loop, interleaved over `rounds`; medians reported."""
+def requests_of(stats: dict[str, Any]) -> int:
+    """Every request the emulator counted: page GETs, chat POSTs, AIPKit's stream GETs."""
+    return int(stats["gets"] + stats["posts"] + stats["streams"] + stats["refreshes"])
+
+
+def overhead(out: Path, work: Path, prompts: int = 20_000, rounds: int = 3) -> None:
+    """batchgpt against the bare loop in each chat generation, interleaved over `rounds`, zero
+    latency, 32 in flight; medians reported. batchgpt's time is the whole CLI (start-up, input
+    hashing, resume scan, output, checkpoints)."""
     input_path = write_prompts(work / "overhead.jsonl", prompts)
-    no_sync = ["--sync-lines", "1000000000", "--sync-seconds", "1000000"]
-    clients = {"batchgpt, default fsync": [], "batchgpt, no group fsync": no_sync}
-    seconds: dict[str, list[float]] = {"bare curl_cffi loop": [], **{name: [] for name in clients}}
-    requests = 0.0
-    with emulator_process() as url:
-        for round_ in range(rounds):
-            seconds["bare curl_cffi loop"].append(
-                asyncio.run(_bare_loop(url, prompts, 32, scrape_each=False))
-            )
-            for name, extra in clients.items():
-                output = work / f"overhead-{round_}-{len(extra)}.results.jsonl"
+    rows = []
+    for chat in ("legacy", "aipkit"):
+        seconds: dict[str, list[float]] = {"bare curl_cffi loop": [], "batchgpt run": []}
+        requests = 0.0
+        with emulator_process(chat=chat) as url:
+            for round_ in range(rounds):
+                seconds["bare curl_cffi loop"].append(
+                    asyncio.run(_bare_loop(url, prompts, 32, chat, scrape_each=False))
+                )
                 control(url, reset_stats=True)
                 elapsed, code, err = run_cli(
                     "run",
                     str(input_path),
                     "-o",
-                    str(output),
+                    str(work / f"overhead-{chat}-{round_}.results.jsonl"),
                     "--base-url",
                     url,
                     "--rate",
@@ -97,61 +125,89 @@ def overhead(out: Path, work: Path, prompts: int = 5000, rounds: int = 3) -> Non
                     "32",
                     "--no-progress",
                     "-q",
-                    *extra,
                 )
                 assert code == 0, err
-                seconds[name].append(elapsed)
+                seconds["batchgpt run"].append(elapsed)
                 stats = emulator_stats(url)
-                requests = (stats["gets"] + stats["posts"]) / prompts
-    bare = statistics.median(seconds["bare curl_cffi loop"])
-    rows = [
-        {
-            "client": name,
-            "median s": statistics.median(times),
-            "prompts/s": prompts / statistics.median(times),
-            "vs bare": f"{bare / statistics.median(times):.0%}",
-            "all runs s": " ".join(f"{t:.2f}" for t in times),
-        }
-        for name, times in seconds.items()
-    ]
-    rows.append(
-        {
-            "client": f"requests per prompt (batchgpt): {requests:.4f}",
-            "median s": "",
-            "prompts/s": "",
-            "vs bare": "",
-            "all runs s": "",
-        }
-    )
+                requests = requests_of(stats) / prompts
+        bare = statistics.median(seconds["bare curl_cffi loop"])
+        for name, times in seconds.items():
+            rows.append(
+                {
+                    "chat": chat,
+                    "client": name,
+                    "median s": statistics.median(times),
+                    "prompts/s": prompts / statistics.median(times),
+                    "vs bare": f"{bare / statistics.median(times):.0%}",
+                    "requests/prompt": f"{requests:.4f}" if name == "batchgpt run" else "",
+                    "all runs s": " ".join(f"{t:.2f}" for t in times),
+                }
+            )
     report("overhead", rows, out)
 
 
 def requests_per_prompt(out: Path, work: Path, prompts: int = 2000) -> None:
+    """HTTP requests per prompt, as the emulator counts them: the seed's page GET per prompt
+    against batchgpt's one scrape per session, in each generation."""
     rows = []
     input_path = write_prompts(work / "rpp.jsonl", prompts)
-    with emulator_process() as url:
-        control(url, reset_stats=True)
-        asyncio.run(_bare_loop(url, prompts, 8, scrape_each=True))
-        stats = emulator_stats(url)
-        rows.append(
-            {
-                "approach": "seed: page GET per prompt",
-                "requests/prompt": (stats["gets"] + stats["posts"] - 1) / prompts,
-            }
-        )
-        control(url, reset_stats=True)
-        _, code, err = run_cli(
-            "run", str(input_path), "--base-url", url, "--concurrency", "8", "--no-progress", "-q"
-        )
-        assert code == 0, err
-        stats = emulator_stats(url)
-        rows.append(
-            {
-                "approach": "batchgpt (4 sessions, nonce reused)",
-                "requests/prompt": (stats["gets"] + stats["posts"]) / prompts,
-            }
-        )
+    for chat in ("legacy", "aipkit"):
+        with emulator_process(chat=chat) as url:
+            control(url, reset_stats=True)
+            asyncio.run(_bare_loop(url, prompts, 8, chat, scrape_each=True))
+            stats = emulator_stats(url)
+            seed = (requests_of(stats) - 1) / prompts  # the first scrape is not per prompt
+            rows.append(
+                {
+                    "chat": chat,
+                    "approach": "page GET per prompt (the seed)",
+                    "requests/prompt": f"{seed:.4f}",
+                }
+            )
+            control(url, reset_stats=True)
+            _, code, err = run_cli(
+                "run",
+                str(input_path),
+                "--base-url",
+                url,
+                "--concurrency",
+                "8",
+                "--restart",
+                "--yes",
+                "--no-progress",
+                "-q",
+            )
+            assert code == 0, err
+            stats = emulator_stats(url)
+            rows.append(
+                {
+                    "chat": chat,
+                    "approach": "batchgpt (4 sessions, nonce reused)",
+                    "requests/prompt": f"{requests_of(stats) / prompts:.4f}",
+                }
+            )
     report("requests_per_prompt", rows, out)
+
+
+def probe(out: Path, work: Path, rounds: int = 5) -> None:
+    """`batchgpt probe --ask`: the whole command, start-up included, against each generation."""
+    rows = []
+    for chat in ("legacy", "aipkit"):
+        with emulator_process(chat=chat) as url:
+            times = []
+            for _ in range(rounds):
+                elapsed, code, err = run_cli("probe", url, "--ask", "Hola")
+                assert code == 0, err
+                times.append(elapsed)
+        rows.append(
+            {
+                "chat": chat,
+                "command": "probe URL --ask Hola",
+                "median s": statistics.median(times),
+                "max s": max(times),
+            }
+        )
+    report("probe", rows, out)
 
 
 def rate_accuracy(out: Path, work: Path) -> None:
@@ -175,7 +231,7 @@ def rate_accuracy(out: Path, work: Path) -> None:
                 "-q",
             )
             assert code == 0, err
-            times = sorted(emulator_stats(url)["post_times"])
+            times = sorted(emulator_stats(url)["post_times"])  # chat POSTs: one per prompt
             achieved = (len(times) - 1) / (times[-1] - times[0])
             rows.append(
                 {
@@ -334,6 +390,7 @@ def startup(out: Path, work: Path) -> None:
 BENCHMARKS = {
     "overhead": overhead,
     "requests_per_prompt": requests_per_prompt,
+    "probe": probe,
     "rate_accuracy": rate_accuracy,
     "memory": memory,
     "resume": resume,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -14,6 +15,9 @@ from batchgpt.providers.gpt4free import AsyncGeneratorProvider, ProviderModelMix
 class ChatGptEs(AsyncGeneratorProvider, ProviderModelMixin):
     url: ClassVar[str] = "https://chatgpt.es"
     api_endpoint: ClassVar[str] = "https://chatgpt.es" + AJAX_PATH
+    #: gpt4free's names for it; a subclass pointed at another site keeps `parent`.
+    label: ClassVar[str | None] = "ChatGPT.es"
+    parent: ClassVar[str] = "ChatGptEs"
 
     working = True
     supports_stream = True
@@ -24,6 +28,8 @@ class ChatGptEs(AsyncGeneratorProvider, ProviderModelMixin):
     models: ClassVar[list[str]] = ["gpt-4", "gpt-4o", "gpt-4o-mini"]
 
     SYSTEM_PROMPT: ClassVar[str] = SYSTEM_PROMPT
+    #: One guest id per site and proxy for the process, as a browser keeps one (PROTOCOL.md §C2).
+    _guest_ids: ClassVar[dict[tuple[str, str | None], str]] = {}
 
     @classmethod
     def format_message(cls, messages: Messages) -> str:
@@ -38,13 +44,23 @@ class ChatGptEs(AsyncGeneratorProvider, ProviderModelMixin):
         proxy: str | None = None,
         stream: bool = False,
         timeout: float = 120.0,
+        chat: str = "auto",
+        bot_id: int | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[str]:
-        """Yield the answer; with `stream=True`, piece by piece as the site streams it."""
+        """Yield the answer, from whichever chat generation the site speaks (`chat` forces one,
+        `bot_id` picks an AIPKit bot); with `stream=True`, piece by piece as the site sends it."""
         cls.get_model(model)
         message = cls.format_message(messages)
+        guest_id = cls._guest_ids.setdefault((cls.url, proxy), str(uuid.uuid4()))
         async with ChatGptEsSession(
-            cls.url, api_endpoint=cls.api_endpoint, proxy=proxy, timeout=timeout
+            cls.url,
+            api_endpoint=cls.api_endpoint,
+            proxy=proxy,
+            timeout=timeout,
+            chat=chat,
+            bot_id=bot_id,
+            guest_id=guest_id,
         ) as session:
             if stream:
                 async for piece in session.stream(message):

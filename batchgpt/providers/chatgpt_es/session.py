@@ -1,38 +1,46 @@
-"""`ChatGptEsSession`: one cookie jar and the nonce scraped with it, reused for every prompt.
+"""`ChatGptEsSession`: one cookie jar, the chat page scraped with it, and the nonce reused for every
+prompt, in whichever chat generation the page speaks (PROTOCOL.md §C).
 
-The page is scraped once; later prompts reuse its nonce. When the site rejects the nonce the page
-is scraped again with the same cookie jar and the prompt is sent once more, without counting an
-attempt (PROTOCOL.md §3). Concurrent callers share one scrape. A Cloudflare challenge retires the
-cookie jar: the next request starts a fresh one. Nothing here blocks the event loop.
+The page is scraped once and decides how prompts are asked: the legacy chat (one POST) or an
+AIPKit bot (a cache POST, then the streamed GET). Concurrent callers share one scrape. When the
+site rejects the nonce, a fresh one is fetched — AIPKit's refresh action where the page advertises
+it, else the page again — and the prompt is sent once more without counting an attempt; a 400 "0"
+(the site switched generation) re-reads the page the same way. A Cloudflare challenge retires the
+cookie jar (the guest id stays: it is the caller's identity on the site). Every response is capped
+at `max_answer_bytes` by libcurl itself. Nothing here blocks the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import random
-import string
+import dataclasses
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from batchgpt.errors import (
+    BadResponseError,
     MissingRequirementsError,
     NonceError,
     NoNonceError,
+    ProviderError,
     RequestTimeoutError,
+    SiteChangedError,
     TransportError,
     quote_body,
 )
 from batchgpt.providers.base import Answer, Messages
+from batchgpt.providers.chatgpt_es import aipkit, legacy
 from batchgpt.providers.chatgpt_es.answer import (
-    SseDecoder,
+    UnknownActionError,
     check_status,
     is_cloudflare_challenge,
-    is_event_stream,
-    parse_answer,
 )
 from batchgpt.providers.chatgpt_es.message import SYSTEM_PROMPT, format_message
-from batchgpt.providers.chatgpt_es.page import ChatPage, find_chat_page
+from batchgpt.providers.chatgpt_es.page import AipkitBot, ChatPage, LegacyChat, read_chat_page
 
 if TYPE_CHECKING:
     from curl_cffi.requests import AsyncSession, Response
@@ -41,18 +49,23 @@ if TYPE_CHECKING:
     from batchgpt.pacing import Pacer
 
 T = TypeVar("T")
+#: What a session asks: the legacy chat widget, or one AIPKit bot.
+Chat = LegacyChat | AipkitBot
 
 AJAX_PATH = "/wp-admin/admin-ajax.php"
-ACTION = "wpaicg_chat_shortcode_message"
 IMPERSONATE = "chrome"
-_CLIENT_ID_ALPHABET = string.ascii_letters + string.digits
+CHATS = ("auto", "legacy", "aipkit")
+#: The largest response read (PROTOCOL.md §C6); `--max-answer-bytes` changes it.
+DEFAULT_MAX_ANSWER_BYTES = 8 * 1024 * 1024
+_CURLE_FILESIZE_EXCEEDED = 63
 
 
-def browser_headers(origin: str) -> dict[str, str]:
-    """The headers the last provider sent; the user-agent comes with browser impersonation."""
+def browser_headers(origin: str, referer: str) -> dict[str, str]:
+    """What the plugin's own script sends with its POSTs; the user-agent and client hints come
+    with browser impersonation."""
     return {
         "origin": origin,
-        "referer": origin,
+        "referer": referer,
         "accept": "*/*",
         "accept-language": "en-US,en;q=0.9",
         "content-type": "application/x-www-form-urlencoded; charset=UTF-8",
@@ -60,21 +73,24 @@ def browser_headers(origin: str) -> dict[str, str]:
     }
 
 
-def chat_form(page: ChatPage, message: str, page_url: str) -> dict[str, str]:
-    """The admin-ajax form for one prompt (PROTOCOL.md §2)."""
-    return {
-        "action": ACTION,
-        "_wpnonce": page.nonce,
-        "post_id": page.post_id,
-        "url": page.url or page_url,
-        "message": message,
-        "bot_id": "0",
-        "chatbot_identity": "shortcode",
-        "wpaicg_chat_client_id": "".join(random.choices(_CLIENT_ID_ALPHABET, k=10)),
-        "wpaicg_chat_history": json.dumps([f"Human: {message}"], ensure_ascii=False),
-        "chat_id": str(random.randint(1, 100000)),
-        "wpaicg_user_agree": "1",
-    }
+#: What a browser's EventSource sends instead, for the AIPKit answer stream.
+STREAM_HEADERS = {"accept": "text/event-stream", "cache-control": "no-cache"}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One HTTP request a session made, for `batchgpt probe`."""
+
+    kind: str  # page, chat, cache, stream, nonce
+    method: str
+    url: str
+    status: int | None
+    seconds: float
+    error: str | None = None
+
+
+class MissingBotError(SiteChangedError):
+    """The bot asked for (`bot_id`) is not on the page."""
 
 
 class _CookieJar:
@@ -87,7 +103,7 @@ class _CookieJar:
 
 
 class ChatGptEsSession:
-    """A reusable connection to one chatgpt.es site through one proxy."""
+    """A reusable connection to one site running the AI Power chat, through one proxy."""
 
     def __init__(
         self,
@@ -99,18 +115,34 @@ class ChatGptEsSession:
         limiter: Pacer | None = None,
         max_clients: int = 10,
         system_prompt: str = SYSTEM_PROMPT,
+        chat: str = "auto",
+        bot_id: int | None = None,
+        guest_id: str | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        on_request: Callable[[RequestRecord], None] | None = None,
     ) -> None:
-        self.url = url.rstrip("/") or url
-        self.api_endpoint = api_endpoint or self.url + AJAX_PATH
+        if chat not in CHATS:
+            raise ValueError(f"chat must be one of {', '.join(CHATS)}, not {chat!r}")
+        parts = urlsplit(url)
+        self.url = url.rstrip("/") if parts.path in ("", "/") else url
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.api_endpoint = api_endpoint or self.origin + AJAX_PATH
         self.proxy = proxy
         self.timeout = timeout
         self.limiter = limiter
         self.max_clients = max_clients
         self.system_prompt = system_prompt
-        self.scrapes = 0
-        self.posts = 0
+        self.chat = chat
+        self.bot_id = bot_id
+        #: The guest `session_id` AIPKit knows this caller by; kept for the session's life.
+        self.guest_id = guest_id or str(uuid.uuid4())
+        self.max_answer_bytes = max_answer_bytes
+        self.on_request = on_request
+        self.scrapes = self.posts = self.streams = self.refreshes = 0
+        self.page: ChatPage | None = None
         self._jar: _CookieJar | None = None
-        self._page: ChatPage | None = None
+        self._chat: Chat | None = None
+        self._nonce_action: str | None = None
         self._scrape_lock = asyncio.Lock()
 
     async def __aenter__(self) -> ChatGptEsSession:
@@ -127,6 +159,15 @@ class ChatGptEsSession:
             if jar.in_flight == 0:
                 await jar.http.close()
 
+    @property
+    def generation(self) -> str | None:
+        """The chat generation this session speaks ('legacy' or 'aipkit'), once it has read the
+        page."""
+        if self._chat is None:
+            return None
+        return "aipkit" if isinstance(self._chat, AipkitBot) else "legacy"
+
+    # asking -----------------------------------------------------------------------------------
     async def ask(
         self, messages: Messages, model: str, params: Mapping[str, Any] | None = None
     ) -> Answer:
@@ -135,111 +176,268 @@ class ChatGptEsSession:
 
     async def send(self, message: str) -> str:
         """Send one message as it is and return the whole answer."""
-        return await self._with_valid_nonce(lambda page: self._post(page, message))
+        return await self._with_fresh_chat(lambda chat: self._send_once(chat, message))
 
     async def stream(self, message: str) -> AsyncIterator[str]:
         """Send one message and yield the answer as the site sends it."""
-        opened = await self._with_valid_nonce(lambda page: self._open_stream(page, message))
-        if isinstance(opened, str):
-            yield opened
-            return
-        jar, response = opened
+        chat = await self.connect()
+        for repeat in (False, True):
+            yielded = False
+            try:
+                async for piece in self._stream_once(chat, message):
+                    yielded = True
+                    yield piece
+                return
+            except (NonceError, UnknownActionError) as error:
+                if yielded or repeat:
+                    raise
+                chat = await self._recover(chat, error)
+
+    async def connect(self) -> Chat:
+        """What this session asks (scraping the page on first use): the legacy chat or a bot."""
+        if self._chat is None:
+            async with self._scrape_lock:
+                if self._chat is None:
+                    self._chat = self._choose(await self._scrape())
+        return self._chat
+
+    async def _with_fresh_chat(self, send: Callable[[Chat], Awaitable[T]]) -> T:
+        """Run `send`; when the nonce failed or the site switched generation, get a fresh chat
+        and run it once more (not an attempt: the prompt itself did not fail)."""
+        chat = await self.connect()
         try:
-            decoder = SseDecoder()
+            return await send(chat)
+        except (NonceError, UnknownActionError) as error:
+            chat = await self._recover(chat, error)
+        return await send(chat)
+
+    async def _send_once(self, chat: Chat, message: str) -> str:
+        if isinstance(chat, LegacyChat):
+            status, headers, body = await self._request(
+                "chat",
+                "POST",
+                self.api_endpoint,
+                data=legacy.chat_form(chat, message, self.url, self.guest_id),
+            )
+            return legacy.parse_answer(status, headers, body)
+        try:
+            return await self._aipkit_answer(chat, await self._cache(chat, message))
+        except aipkit.CacheMissError:
+            pass  # cache it once more (§C2): not an attempt, the site lost the message
+        return await self._aipkit_answer(chat, await self._cache(chat, message))
+
+    async def _aipkit_answer(self, bot: AipkitBot, key: str) -> str:
+        status, headers, body = await self._request(
+            "stream",
+            "GET",
+            self._ajax_url(bot),
+            params=aipkit.stream_query(bot, key, self.guest_id),
+            headers=STREAM_HEADERS,
+            paced=False,
+        )
+        return aipkit.parse_stream(status, headers, body)
+
+    async def _stream_once(self, chat: Chat, message: str) -> AsyncIterator[str]:
+        if isinstance(chat, LegacyChat):
+            pieces = self._legacy_stream(chat, message)
+        else:
+            pieces = self._aipkit_stream(chat, message)
+        async for piece in pieces:
+            yield piece
+
+    async def _legacy_stream(self, chat: LegacyChat, message: str) -> AsyncIterator[str]:
+        data = legacy.chat_form(chat, message, self.url, self.guest_id)
+        async with self._open("chat", "POST", self.api_endpoint, data=data) as stream:
+            response = stream.response
+            if response.status_code != 200 or not legacy.is_event_stream(stream.headers, b""):
+                body = await stream.body()
+                yield legacy.parse_answer(response.status_code, stream.headers, body)
+                return
+            decoder = legacy.SseDecoder()
             async for line in response.aiter_lines():
                 if delta := decoder.feed(line):
                     yield delta
             decoder.finish()
-        finally:
-            await response.aclose()
-            await self._release(jar)
 
-    async def _with_valid_nonce(self, send: Callable[[ChatPage], Awaitable[T]]) -> T:
-        """Run `send` with the cached nonce; on a nonce failure re-scrape and send once more."""
-        page = await self._chat_page()
-        try:
-            return await send(page)
-        except NonceError:
-            await self._refresh(page)
-        return await send(await self._chat_page())
+    async def _aipkit_stream(self, bot: AipkitBot, message: str) -> AsyncIterator[str]:
+        for repeat in (False, True):
+            key = await self._cache(bot, message)
+            query = aipkit.stream_query(bot, key, self.guest_id)
+            async with self._open(
+                "stream",
+                "GET",
+                self._ajax_url(bot),
+                params=query,
+                headers=STREAM_HEADERS,
+                paced=False,
+            ) as stream:
+                response = stream.response
+                if response.status_code != 200 or "text/event-stream" not in stream.headers.get(
+                    "content-type", ""
+                ):
+                    body = await stream.body()
+                    yield aipkit.parse_stream(response.status_code, stream.headers, body)
+                    return
+                decoder = aipkit.StreamDecoder()
+                try:
+                    async for line in response.aiter_lines():
+                        if delta := decoder.feed(line):
+                            yield delta
+                    decoder.finish()
+                    return
+                except aipkit.CacheMissError:
+                    if repeat:  # a miss is the stream's first event: nothing was yielded
+                        raise
 
-    async def _chat_page(self) -> ChatPage:
-        if self._page is None:
-            async with self._scrape_lock:
-                if self._page is None:
-                    self._page = await self._scrape()
-        return self._page
+    async def _cache(self, bot: AipkitBot, message: str) -> str:
+        status, headers, body = await self._request(
+            "cache", "POST", self._ajax_url(bot), data=aipkit.cache_form(bot, message)
+        )
+        return aipkit.read_cache_reply(status, headers, body)
 
-    async def _refresh(self, stale: ChatPage) -> None:
-        """Scrape again unless another caller already replaced the stale nonce."""
-        async with self._scrape_lock:
-            if self._page is stale or self._page is None:
-                self._page = None
-                self._page = await self._scrape()
+    def _ajax_url(self, bot: AipkitBot) -> str:
+        """The page's own `ajaxUrl` is where the chat is asked, whatever the caller assumed."""
+        return bot.ajax_url or self.origin + AJAX_PATH
 
+    # the page ---------------------------------------------------------------------------------
     async def _scrape(self) -> ChatPage:
         self.scrapes += 1
-        status, headers, body = await self._request("GET", self.url)
+        status, headers, body = await self._request("page", "GET", self.url)
         check_status(status, headers, body)
-        page = find_chat_page(body)
-        if page is None:
+        self.page = read_chat_page(body)
+        self._nonce_action = self.page.aipkit.nonce_action if self.page.aipkit else None
+        if self.page.generation is None:
             raise NoNonceError(
-                f"no chat nonce on {self.url} (looked for data-nonce, wpaicgParams, "
-                f"_wpnonce, wpaicg_nonce): {quote_body(body, 120)}",
+                f"no chat on {self.url} (looked for AIPKit's data-config, and the legacy "
+                f"data-nonce, wpaicgParams, _wpnonce, wpaicg_nonce): {quote_body(body, 120)}",
                 http_status=status,
             )
-        return page
+        return self.page
 
-    async def _post(self, page: ChatPage, message: str) -> str:
-        self.posts += 1
-        status, headers, body = await self._request(
-            "POST", self.api_endpoint, data=chat_form(page, message, self.url)
+    def _choose(self, page: ChatPage) -> Chat:
+        """The chat to speak on `page` (PROTOCOL.md §C1): `chat`, or what the page has."""
+        if page.aipkit is not None and self.chat in ("auto", "aipkit"):
+            bot = page.aipkit.bot(self.bot_id)
+            if bot is None:
+                found = ", ".join(str(b.bot_id) for b in page.aipkit.bots)
+                raise MissingBotError(f"bot {self.bot_id} is not on {self.url} (bots: {found})")
+            return bot
+        if page.legacy is not None and self.chat in ("auto", "legacy"):
+            return page.legacy
+        wanted = "an AIPKit chat" if self.chat == "aipkit" else "a legacy chat"
+        raise NoNonceError(
+            f"--chat {self.chat}: no {wanted.split(' ', 1)[1]} on {self.url}, which carries "
+            f"the {page.generation} chat (use --chat auto)"
         )
-        return parse_answer(status, headers, body)
 
-    async def _open_stream(self, page: ChatPage, message: str) -> str | tuple[_CookieJar, Response]:
-        """A complete answer, or a 200 event stream still to be read (its jar held)."""
-        self.posts += 1
-        jar = await self._acquire()
-        try:
-            response = await self._send(
-                jar, "POST", self.api_endpoint, data=chat_form(page, message, self.url), stream=True
-            )
-            headers = _lower_headers(response)
-            if response.status_code == 200 and is_event_stream(headers, b""):
-                return jar, response
-            body = await response.acontent()
-            await response.aclose()
-            self._retire_on_challenge(jar, response.status_code, headers, body)
-        except BaseException:
-            await self._release(jar)
-            raise
-        await self._release(jar)
-        return parse_answer(response.status_code, headers, body)
+    async def _recover(self, stale: Chat, error: ProviderError) -> Chat:
+        """A fresh chat after `error` (a failed nonce or an unknown action), fetched once however
+        many callers ask at the same time; the error again when nothing changed."""
+        async with self._scrape_lock:
+            if self._chat is not None and self._chat is not stale:
+                return self._chat  # another caller already refreshed it
+            if (
+                isinstance(error, NonceError)
+                and isinstance(stale, AipkitBot)
+                and (self._nonce_action)
+            ):
+                self._chat = dataclasses.replace(stale, nonce=await self._fresh_nonce(stale))
+                return self._chat
+            self._chat = None
+            self._chat = self._choose(await self._scrape())
+            if isinstance(error, UnknownActionError) and type(self._chat) is type(stale):
+                raise error  # the page still shows the chat the site does not know
+            return self._chat
 
+    async def _fresh_nonce(self, bot: AipkitBot) -> str:
+        """A new nonce from the action the page advertised (2.4.71), no page load needed."""
+        assert self._nonce_action is not None
+        self.refreshes += 1
+        status, headers, body = await self._request(
+            "nonce",
+            "POST",
+            self._ajax_url(bot),
+            data={"action": self._nonce_action, "bot_id": str(bot.bot_id)},
+        )
+        return aipkit.read_nonce_reply(status, headers, body)
+
+    # HTTP -------------------------------------------------------------------------------------
     async def _request(
-        self, method: HttpMethod, url: str, **kwargs: Any
+        self, kind: str, method: HttpMethod, url: str, *, paced: bool = True, **kwargs: Any
     ) -> tuple[int, dict[str, str], bytes]:
+        """One whole request; `paced` ones wait for the run's rate limiter first."""
+        if kind in ("chat", "cache"):
+            self.posts += 1
+        elif kind == "stream":
+            self.streams += 1
         jar = await self._acquire()
         try:
-            response = await self._send(jar, method, url, **kwargs)
+            response = await self._send(jar, kind, method, url, paced=paced, **kwargs)
             headers = _lower_headers(response)
             self._retire_on_challenge(jar, response.status_code, headers, response.content)
         finally:
             await self._release(jar)
         return response.status_code, headers, response.content
 
-    async def _send(self, jar: _CookieJar, method: HttpMethod, url: str, **kwargs: Any) -> Response:
+    def _open(
+        self, kind: str, method: HttpMethod, url: str, *, paced: bool = True, **kwargs: Any
+    ) -> _OpenStream:
+        """A streamed request, to read with `async with`."""
+        if kind in ("chat", "cache"):
+            self.posts += 1
+        elif kind == "stream":
+            self.streams += 1
+        return _OpenStream(self, kind, method, url, paced, kwargs)
+
+    async def _send(
+        self,
+        jar: _CookieJar,
+        kind: str,
+        method: HttpMethod,
+        url: str,
+        *,
+        paced: bool,
+        **kwargs: Any,
+    ) -> Response:
         from curl_cffi.requests.exceptions import RequestException, Timeout
 
-        if self.limiter is not None:
+        if paced and self.limiter is not None:
             await self.limiter.acquire()
+        started = time.monotonic()
         try:
-            return await jar.http.request(method, url, timeout=self.timeout, **kwargs)
+            response = await jar.http.request(method, url, timeout=self.timeout, **kwargs)
         except Timeout as exc:
-            raise RequestTimeoutError(f"{method} {url} timed out after {self.timeout:g} s") from exc
+            error: ProviderError = RequestTimeoutError(
+                f"{method} {url} timed out after {self.timeout:g} s"
+            )
+            self._record(kind, method, url, None, started, error)
+            raise error from exc
         except RequestException as exc:
-            raise TransportError(f"{method} {url} failed: {_curl_message(exc)}") from exc
+            if getattr(exc, "code", None) == _CURLE_FILESIZE_EXCEEDED:
+                error = BadResponseError(
+                    f"{method} {url}: the answer is larger than {self.max_answer_bytes} bytes "
+                    "(--max-answer-bytes)"
+                )
+            else:
+                error = TransportError(f"{method} {url} failed: {_curl_message(exc)}")
+            self._record(kind, method, url, None, started, error)
+            raise error from exc
+        self._record(kind, method, url, response.status_code, started, None)
+        return response
+
+    def _record(
+        self,
+        kind: str,
+        method: str,
+        url: str,
+        status: int | None,
+        started: float,
+        error: ProviderError | None,
+    ) -> None:
+        if self.on_request is not None:
+            seconds = time.monotonic() - started
+            message = None if error is None else f"{error.kind}: {error.message}"
+            self.on_request(RequestRecord(kind, method, url, status, seconds, message))
 
     def _retire_on_challenge(
         self, jar: _CookieJar, status: int, headers: dict[str, str], body: bytes
@@ -249,7 +447,7 @@ class ChatGptEsSession:
             jar.retired = True
             if jar is self._jar:
                 self._jar = None
-                self._page = None
+                self._chat = None
 
     async def _acquire(self) -> _CookieJar:
         if self._jar is None:
@@ -264,17 +462,66 @@ class ChatGptEsSession:
 
     def _new_http(self) -> AsyncSession[Any]:
         try:
+            from curl_cffi import CurlOpt
             from curl_cffi.requests import AsyncSession
         except ImportError as exc:
             raise MissingRequirementsError(
                 'Install or update "curl_cffi" package | pip install -U curl_cffi'
             ) from exc
         return AsyncSession(
-            headers=browser_headers(self.url),
+            headers=browser_headers(self.origin, self.url),
             proxy=self.proxy,
             impersonate=IMPERSONATE,
             max_clients=self.max_clients,
+            curl_options={CurlOpt.MAXFILESIZE_LARGE: self.max_answer_bytes},
         )
+
+
+class _OpenStream:
+    """`async with session._open(...) as stream`: a streamed response (`stream.response`) whose
+    cookie jar is held until it is closed."""
+
+    def __init__(
+        self,
+        session: ChatGptEsSession,
+        kind: str,
+        method: HttpMethod,
+        url: str,
+        paced: bool,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._session = session
+        self._args = (kind, method, url, paced, kwargs)
+        self._jar: _CookieJar | None = None
+        self.response: Response
+        self.headers: dict[str, str] = {}
+
+    async def __aenter__(self) -> _OpenStream:
+        kind, method, url, paced, kwargs = self._args
+        self._jar = await self._session._acquire()
+        try:
+            self.response = await self._session._send(
+                self._jar, kind, method, url, paced=paced, stream=True, **kwargs
+            )
+        except BaseException:
+            await self._session._release(self._jar)
+            raise
+        self.headers = _lower_headers(self.response)
+        return self
+
+    async def body(self) -> bytes:
+        """The whole body of a response that is not the expected stream (an error page)."""
+        assert self._jar is not None
+        body = await self.response.acontent()
+        self._session._retire_on_challenge(self._jar, self.response.status_code, self.headers, body)
+        return body
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._jar is not None
+        try:
+            await self.response.aclose()
+        finally:
+            await self._session._release(self._jar)
 
 
 def _lower_headers(response: Response) -> dict[str, str]:
