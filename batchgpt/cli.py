@@ -197,7 +197,28 @@ def _run_options(function: F) -> F:
     return function
 
 
-@cli.command(cls=JobCommand)
+def _environment_only() -> dict[str, str]:
+    """The options read only from the environment (a secret: a flag would show in `ps`), each
+    from the first of its variables that is set."""
+    values = {}
+    for declared in run_options():
+        if not declared.on_command_line:
+            given = next((os.environ[v] for v in declared.envvars if os.environ.get(v)), None)
+            if given is not None:
+                values[declared.name] = given
+    return values
+
+
+def _environment_only_help() -> str:
+    lines = [
+        f"{' or '.join(declared.envvars)}: {declared.help}"
+        for declared in run_options()
+        if not declared.on_command_line and declared.name != "input"
+    ]
+    return "\b\nFrom the environment only:\n" + "\n".join(lines) if lines else ""
+
+
+@cli.command(cls=JobCommand, epilog=_environment_only_help())
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @_run_options
 @_logging_options
@@ -210,7 +231,7 @@ def run(ctx: click.Context, input_path: Path, **options: Any) -> None:
     from batchgpt.config import RunConfig
 
     _setup_logging(options)
-    config = RunConfig.build({**options, "input": _input(ctx, input_path)})
+    config = RunConfig.build({**_environment_only(), **options, "input": _input(ctx, input_path)})
     if options["dry_run"]:
         import json
 
@@ -388,22 +409,31 @@ def _write_report(
 )
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option(
+    "--api",
+    type=click.Choice(["chatgpt-es", "openai"]),
+    default="chatgpt-es",
+    show_default=True,
+    help="Which service to emulate: the chatgpt.es site, or an OpenAI-compatible API "
+    "(POST /v1/chat/completions; settings such as api_key=..., models=a,b, rate_limited_first=N).",
+)
+@click.option(
     "--set",
     "settings",
     multiple=True,
     metavar="KEY=VALUE",
     help="Emulator setting, e.g. latency=0.2.",
 )
-def emulator(host: str, port: int, settings: tuple[str, ...]) -> None:
-    """Serve the local chatgpt.es emulator (for trying things out and for tests)."""
+def emulator(host: str, port: int, api: str, settings: tuple[str, ...]) -> None:
+    """Serve a local emulator of a chat service (for trying things out and for tests)."""
     from batchgpt.emulator import serve_forever
+    from batchgpt.emulator.openai import serve_openai_forever
 
     try:
         changes = dict(setting.split("=", 1) for setting in settings)
     except ValueError:
         raise UsageError("--set takes KEY=VALUE") from None
     try:
-        serve_forever(host, port, changes)
+        (serve_openai_forever if api == "openai" else serve_forever)(host, port, changes)
     except (KeyError, ValueError) as error:
         raise UsageError(f"--set: {error}") from None
     except OSError as error:

@@ -24,7 +24,9 @@ catch by meaning::
     │       ├── SiteChangedError           site_changed   400 "0", another status  halts after 3
     │       ├── QuotaError                 quota          a quota or token limit   halts at once
     │       ├── BlockedError               blocked        this IP is banned: benches its proxy
-    │       └── AuthError                  auth           the API key is refused   halts at once
+    │       ├── AuthError                  auth           the API key is refused   halts at once
+    │       ├── BadRequestError            bad_request    400: the API's own message
+    │       └── NotFoundError              not_found      404: no such model (or path)
     └── JobError                           the run cannot go on; carries the exit code
         ├── UsageError                     2   bad option, unreadable input
         ├── InputChangedError              2   the input or result-shaping options changed
@@ -166,6 +168,18 @@ class AuthError(FinalError):
 
     kind = "auth"
     halts_after = 1
+
+
+class BadRequestError(FinalError):
+    """The API refused this request as it is (a bad parameter, too long a prompt)."""
+
+    kind = "bad_request"
+
+
+class NotFoundError(FinalError):
+    """The API knows no such model (or no such endpoint) for this request."""
+
+    kind = "not_found"
 
 
 #: Whether a recorded error kind may succeed when tried again (used by --retry-errors).

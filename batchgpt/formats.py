@@ -12,6 +12,7 @@ resume, merge and convert rely on. A new shape is one more class in `FORMATS`.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -230,6 +231,25 @@ class OpenAIBatchFormat(OutputFormat):
         )
 
 
+def token_counts(usage: dict[str, Any] | None) -> tuple[int, int, int] | None:
+    """Prompt, completion and total tokens of a `usage` object (the total as the service sent
+    it, else the sum); None when it counts no tokens."""
+    if not usage:
+        return None
+    prompt, completion, total = (
+        usage.get("prompt_tokens"),
+        usage.get("completion_tokens"),
+        usage.get("total_tokens"),
+    )
+    prompt = prompt if type(prompt) is int else None
+    completion = completion if type(completion) is int else None
+    total = total if type(total) is int else None
+    if prompt is None and completion is None and total is None:
+        return None
+    prompt, completion = prompt or 0, completion or 0
+    return prompt, completion, prompt + completion if total is None else total
+
+
 FORMATS: dict[str, OutputFormat] = {f.name: f for f in (NativeFormat(), OpenAIBatchFormat())}
 
 
@@ -273,8 +293,18 @@ def line_of_request_id(value: object) -> int | None:
 
 
 def iso_time(moment: float) -> str:
-    stamp = datetime.fromtimestamp(moment, UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+    """`moment` as UTC with milliseconds (truncated, as datetime's microseconds // 1000)."""
+    second = math.floor(moment)
+    micro = round((moment - second) * 1_000_000)
+    if micro == 1_000_000:
+        second, micro = second + 1, 0
+    return _iso_second(second) + f"{micro // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=1)
+def _iso_second(second: int) -> str:
+    """The formatted second, cached: a run writes many results within each second."""
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def parse_timestamp(value: object) -> float | None:

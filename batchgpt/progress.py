@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from batchgpt.formats import Result
+from batchgpt.formats import Result, token_counts
 
 log = logging.getLogger("batchgpt")
 LOG_EVERY_SECONDS = 10.0
@@ -27,6 +27,11 @@ class RunStats:
     errors: Counter[str] = field(default_factory=Counter)
     latencies_ms: array[int] = field(default_factory=lambda: array("I"))
     retries: int = 0
+    #: Tokens the answers' `usage` counted, and how many answers said.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tokens: int = 0
+    with_usage: int = 0
     previous_ok: int = 0
     previous_errors: Counter[str] = field(default_factory=Counter)
     #: Whether the earlier results were read (not when a stop came before recovery ended).
@@ -38,6 +43,11 @@ class RunStats:
             self.ok += 1
         else:
             self.errors[result.error.kind] += 1
+        if (counts := token_counts(result.usage)) is not None:
+            self.with_usage += 1
+            self.prompt_tokens += counts[0]
+            self.completion_tokens += counts[1]
+            self.tokens += counts[2]
         if result.attempts:
             self.latencies_ms.append(min(int(result.latency_ms or 0), 2**32 - 1))
             self.retries += result.attempts - 1
@@ -156,11 +166,31 @@ def summary_lines(
             + (f" ({errors})" if errors else "")
             + f" → {output}"
         )
-    return [
+    lines: list[tuple[str, dict[str, Any]]] = [
         (
             f"this run: {stats.written} results ({stats.ok} ok) in {elapsed:.1f} s, "
             f"{rate:.1f} prompts/s, {stats.retries} retries, {latency}",
             this_run,
-        ),
-        (output_line, in_output),
+        )
     ]
+    if stats.with_usage:
+        per_second = stats.tokens / max(elapsed, 1e-9)
+        per_prompt = stats.tokens / stats.with_usage
+        tokens = {
+            "summary": "tokens",
+            "tokens": stats.tokens,
+            "prompt_tokens": stats.prompt_tokens,
+            "completion_tokens": stats.completion_tokens,
+            "tokens_per_second": round(per_second, 1),
+            "tokens_per_prompt": round(per_prompt, 1),
+        }
+        lines.append(
+            (
+                f"tokens: {stats.tokens:,} ({stats.prompt_tokens:,} prompt + "
+                f"{stats.completion_tokens:,} completion), {per_second:,.1f} tokens/s, "
+                f"{per_prompt:,.1f} per prompt",
+                tokens,
+            )
+        )
+    lines.append((output_line, in_output))
+    return lines

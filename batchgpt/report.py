@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from batchgpt.checkpoint import replace_atomically
-from batchgpt.formats import Result, read_result
+from batchgpt.formats import Result, read_result, token_counts
 
 #: Error records listed in the table; the rest are only counted.
 ERROR_ROWS = 200
@@ -70,10 +70,23 @@ class ReportSummary:
     unreadable: int = 0
     untimed: int = 0
     retryable_errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tokens: int = 0
+    #: Records whose `usage` counted tokens (the denominator of tokens per prompt).
+    with_usage: int = 0
 
     @property
     def errors(self) -> int:
         return sum(self.errors_by_kind.values())
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        return self.tokens / self.wall_seconds if self.with_usage and self.wall_seconds else None
+
+    @property
+    def tokens_per_prompt(self) -> float | None:
+        return self.tokens / self.with_usage if self.with_usage else None
 
 
 def write_report(
@@ -237,6 +250,7 @@ class _Aggregate:
         self.untimed = 0
         self.retries = 0
         self.retryable_errors = 0
+        self.prompt_tokens = self.completion_tokens = self.tokens = self.with_usage = 0
         self.errors_by_kind: Counter[str] = Counter()
         self.attempts: Counter[int] = Counter()
         self.latency = _LatencyHistogram()
@@ -287,6 +301,11 @@ class _Aggregate:
                         outcome.retryable,
                     )
                 )
+        if (counts := token_counts(outcome.usage)) is not None:
+            self.with_usage += 1
+            self.prompt_tokens += counts[0]
+            self.completion_tokens += counts[1]
+            self.tokens += counts[2]
         attempts = outcome.attempts
         if attempts is not None and attempts >= 0:
             self.attempts[min(attempts, MAX_ATTEMPTS_BAR)] += 1
@@ -321,6 +340,10 @@ class _Aggregate:
             unreadable=self.unreadable,
             untimed=self.untimed,
             retryable_errors=self.retryable_errors,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            tokens=self.tokens,
+            with_usage=self.with_usage,
         )
 
 
@@ -445,6 +468,15 @@ def _totals_html(summary: ReportSummary) -> str:
         ("total-unreadable", "unreadable lines", _count(summary.unreadable)),
         ("total-untimed", "records without time", _count(summary.untimed)),
     ]
+    if summary.with_usage:
+        per_second, per_prompt = summary.tokens_per_second, summary.tokens_per_prompt
+        cells += [
+            ("total-tokens", "tokens", _count(summary.tokens)),
+            ("prompt-tokens", "prompt tokens", _count(summary.prompt_tokens)),
+            ("completion-tokens", "completion tokens", _count(summary.completion_tokens)),
+            ("tokens-per-second", "tokens/s", "–" if per_second is None else f"{per_second:,.1f}"),
+            ("tokens-per-prompt", "tokens per prompt", f"{per_prompt or 0:,.1f}"),
+        ]
     grid = "".join(
         f'<div><dt>{label}</dt><dd id="{key}">{value}</dd></div>' for key, label, value in cells
     )
@@ -455,13 +487,20 @@ def _totals_html(summary: ReportSummary) -> str:
     )
     kinds_html = f'<ul class="kinds" id="errors-by-kind">{kinds}</ul>' if kinds else ""
     precision = round(LATENCY_PRECISION * 100)
+    tokens = (
+        "Tokens are summed from each record's <code>usage</code>, as the service counted them;"
+        " tokens per prompt is over the records that carry one."
+        if summary.with_usage
+        else ""
+    )
     return f"""<dl class="totals">{grid}</dl>
 {kinds_html}
 <p class="muted">Retries spent: attempts beyond the first, summed over native records (OpenAI-shape
 records carry no attempts or latency). Wall time: last finished record minus first; prompts/s counts
 the records that carry a time. Latency percentiles come from a log histogram with
 {LATENCY_BUCKETS_PER_DECADE} buckets per decade: within ±{precision} % of the exact value.
-Lines that are not a result record (for example a torn last line) are counted as unreadable.</p>"""
+Lines that are not a result record (for example a torn last line) are counted as unreadable.
+{tokens}</p>"""
 
 
 def _errors_html(aggregate: _Aggregate, summary: ReportSummary, rerun_command: str | None) -> str:

@@ -29,6 +29,7 @@ from batchgpt.errors import (
     SiteUnreachableError,
     UsageError,
 )
+from batchgpt.providers import BACKENDS, backend_class
 
 # --help and --version ---------------------------------------------------------------------------
 
@@ -210,24 +211,29 @@ FOLDED = {"proxy_file": "proxies", "shard_count": "shard", "no_progress": "progr
 ACTIONS = {"yes", "dry_run"}
 
 
-def test_dry_run_shows_every_option_and_hides_credentials(emulator, tmp: Path) -> None:
+@pytest.mark.parametrize("provider", list(BACKENDS))
+def test_dry_run_shows_every_option_and_hides_credentials(
+    emulator, tmp: Path, provider: str
+) -> None:
+    """Every option of the run (the core ones and the provider's own) is shown."""
     prompts = tmp / "prompts.jsonl"
     write_prompts(prompts, 3)
     (tmp / "proxies.txt").write_text("http://filed:pass@127.0.0.1:2\n")
-    secrets = {o: f"s3cr3t-{o.name}" for o in run_options() if o.secret}
+    declared_options = OPTIONS + backend_class(provider).options
+    secrets = {o: f"s3cr3t-{o.name}" for o in declared_options if o.secret}
     env = cli_env(**{o.envvars[0]: value for o, value in secrets.items()})
     base_url = emulator.url.replace("http://", "http://me:pw@")
     args = run_args(prompts, base_url, "--proxy", "http://u:hidden@127.0.0.1:1")
-    args += ["--proxy-file", str(tmp / "proxies.txt"), "--dry-run"]
+    args += ["--proxy-file", str(tmp / "proxies.txt"), "--provider", provider, "--dry-run"]
 
     shown = batchgpt(args, env=env)
 
     assert shown.returncode == 0, shown.stderr
     resolved = json.loads(shown.stdout)
     settings = {f.name for f in fields(RunConfig)} - {"backend_options"}
-    backend = {o.name for o in run_options()[len(OPTIONS) :]}
+    backend = {o.name for o in backend_class(provider).options}
     assert set(resolved) >= settings
-    for declared in run_options():
+    for declared in declared_options:
         if declared.name in ACTIONS:
             assert declared.name not in resolved
         else:

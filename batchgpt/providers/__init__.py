@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 #: `--provider` name → "module:class" of its backend.
 BACKENDS: dict[str, str] = {
     "chatgpt-es": "batchgpt.providers.chatgpt_es.backend:ChatGptEsBackend",
+    "openai": "batchgpt.providers.openai:OpenAIBackend",
 }
 
 _EXPORTS = {

@@ -1,13 +1,15 @@
-"""Benchmarks of issue #7: `python -m tests.benchmarks [NAME ...] [--out DIR]`.
+"""Benchmarks of issues #7 and #17: `python -m tests.benchmarks [NAME ...] [--out DIR]`.
 
 Each benchmark prints a table and writes DIR/NAME.json. The emulator always runs in its own
 process; comparisons run side by side in one invocation so machine noise hits both.
+`openai_runners` (issue #17) installs third-party tools into venvs, so it runs only when named.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import statistics
 import tempfile
 import time
@@ -31,6 +33,7 @@ from tests.benchmarks.harness import (
     run_cli,
     write_prompts,
 )
+from tests.benchmarks.openai_runners import openai_runners
 
 
 async def _bare_loop(
@@ -393,17 +396,34 @@ BENCHMARKS = {
     "resume": resume,
     "latency_hiding": latency_hiding,
     "startup": startup,
+    "openai_runners": openai_runners,
 }
+#: Run when no name is given: all but those that install other tools.
+DEFAULT = [name for name in BENCHMARKS if name != "openai_runners"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
-    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="default: all")
+    parser.add_argument(
+        "names", nargs="*", choices=[*BENCHMARKS, []], help="default: all but openai_runners"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument(
+        "--cookbook", type=Path, help="openai_runners: a local api_request_parallel_processor.py"
+    )
+    parser.add_argument(
+        "--venvs", type=Path, help="openai_runners: keep (and reuse) the tools' venvs here"
+    )
     args = parser.parse_args()
+    benchmarks = {
+        **BENCHMARKS,
+        "openai_runners": functools.partial(
+            openai_runners, cookbook=args.cookbook, venvs=args.venvs
+        ),
+    }
     with tempfile.TemporaryDirectory(prefix="batchgpt-bench-") as work:
-        for name in args.names or BENCHMARKS:
-            BENCHMARKS[name](args.out, Path(work))
+        for name in args.names or DEFAULT:
+            benchmarks[name](args.out, Path(work))
 
 
 if __name__ == "__main__":

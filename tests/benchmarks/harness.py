@@ -21,9 +21,10 @@ PYTHON = sys.executable
 
 
 @contextmanager
-def emulator_process(**settings: Any) -> Iterator[str]:
-    """`batchgpt emulator` in a separate process (so it does not share our core); yields its URL."""
-    args = [PYTHON, "-m", "batchgpt", "emulator", "--port", "0"]
+def emulator_process(api: str = "chatgpt-es", **settings: Any) -> Iterator[str]:
+    """`batchgpt emulator --api API` in a separate process (so it does not share our core);
+    yields its URL (the root: an OpenAI-compatible API is under URL/v1)."""
+    args = [PYTHON, "-m", "batchgpt", "emulator", "--api", api, "--port", "0"]
     for key, value in settings.items():
         args += ["--set", f"{key}={value}"]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
