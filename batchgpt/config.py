@@ -16,13 +16,17 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from batchgpt.errors import ModelNotSupportedError, UsageError
 from batchgpt.formats import FORMATS
 from batchgpt.inputs import DEFAULT_MAX_LINE_BYTES, Shard
 from batchgpt.providers import BACKENDS
+from batchgpt.providers.http import DEFAULT_MAX_ANSWER_BYTES
 from batchgpt.redact import redact
+
+if TYPE_CHECKING:
+    from batchgpt.providers.base import Backend
 
 SHARD_INDEX_VARIABLES = ("JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID")
 ENV_PREFIX = "BATCHGPT_"
@@ -336,7 +340,7 @@ OPTIONS: tuple[Option, ...] = (
         "max_answer_bytes",
         Integer(1),
         "Largest response read; a bigger answer is a retryable bad_response.",
-        default=8 * 1024 * 1024,
+        default=DEFAULT_MAX_ANSWER_BYTES,
         default_text="8 MiB",
     ),
     Option("sync_lines", Integer(1), "fsync output and checkpoint every N lines.", default=512),
@@ -477,6 +481,7 @@ class RunConfig:
         if read["input"] is None:
             raise UsageError("no input: give a .jsonl prompt file or a .toml job file")
         backend = backend_class(read["provider"])
+        _refuse_options_of_other_backends(backend, values)
         model = read["model"] or backend.default_model
         try:
             backend.check_model(model)
@@ -538,6 +543,23 @@ class RunConfig:
         shown["base_url"] = redact(self.base_url)
         shown["proxies"] = [redact(proxy) for proxy in self.proxies]
         return shown
+
+
+def _refuse_options_of_other_backends(backend: type[Backend], values: Mapping[str, Any]) -> None:
+    """An option another backend owns means nothing here: an error, not silence. (A secret is
+    let be: OPENAI_API_KEY may well be set for other work.)"""
+    from batchgpt.providers import BACKENDS, backend_class
+
+    for name in BACKENDS:
+        other = backend_class(name)
+        if other is backend:
+            continue
+        for declared in other.options:
+            if not declared.secret and values.get(declared.name) is not None:
+                raise UsageError(
+                    f"{declared.flag} is an option of --provider {other.name}, "
+                    f"not of {backend.name}"
+                )
 
 
 def _plain(value: Any) -> Any:

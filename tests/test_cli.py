@@ -248,3 +248,12 @@ def test_dry_run_shows_every_option_and_hides_credentials(
         assert hidden not in shown.stdout, hidden
     assert (emulator.stats.gets, emulator.stats.posts) == (0, 0)
     assert sorted(p.name for p in tmp.iterdir()) == ["prompts.jsonl", "proxies.txt"]
+
+
+def test_the_readme_options_table_is_the_declared_options() -> None:
+    """README's table comes from config.py; regenerate it with `config.markdown_table()`."""
+    from batchgpt.config import markdown_table
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- options table -->\n", 1)[1].split("\n<!-- end of options table")[0]
+    assert table == markdown_table()

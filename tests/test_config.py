@@ -432,3 +432,33 @@ def test_public_redacts_credentials(tmp: Path) -> None:
     assert shown["base_url"] == "https://***@chat.example/"
     assert shown["proxies"] == ["http://***@127.0.0.1:1"]
     assert "secret" not in json.dumps(shown) and "pw" not in json.dumps(shown)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--tpm", "1000"], {}, "--tpm is an option of --provider openai, not of chatgpt-es"),
+        ([], {"BATCHGPT_TPM": "1000"}, "--tpm is an option of --provider openai"),
+        (["--provider", "openai", "--chat", "legacy"], {}, "--chat is an option of --provider"),
+        (["--provider", "openai", "--bot-id", "4"], {}, "--bot-id is an option of --provider"),
+    ],
+)
+def test_an_option_of_another_backend_is_exit_2_not_ignored(
+    tmp: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    write_prompts(tmp / "prompts.jsonl", 1)
+    done = batchgpt(
+        [*CLI, "run", str(tmp / "prompts.jsonl"), *args, "--dry-run"], env=cli_env(**env)
+    )
+    assert done.returncode == 2, done.stdout
+    assert message in done.stderr
+
+
+def test_a_key_in_the_environment_is_no_error_for_chatgpt_es(tmp: Path) -> None:
+    """OPENAI_API_KEY may well be set for other work."""
+    write_prompts(tmp / "prompts.jsonl", 1)
+    done = batchgpt(
+        [*CLI, "run", str(tmp / "prompts.jsonl"), "--dry-run"], env=cli_env(OPENAI_API_KEY="sk-x")
+    )
+    assert done.returncode == 0, done.stderr
+    assert "sk-x" not in done.stdout

@@ -20,7 +20,16 @@ from pathlib import Path
 
 import openai
 import pytest
-from support import cli_env, finish, message_of, start, wait_for
+from support import (
+    assert_exactly_once,
+    cli_env,
+    finish,
+    message_of,
+    run_job,
+    start,
+    wait_for,
+    write_prompts,
+)
 
 from batchgpt.emulator import EmulatorConfig, expected_answer, running_emulator
 from batchgpt.g4f_api import INSTALL_HINT, PROVIDER_LIST, provider_at
@@ -168,6 +177,25 @@ def test_the_server_listens_on_loopback_only(served: Served) -> None:
     """127.0.0.2 is loopback too, but only a server bound to every address answers there."""
     assert answers(served.api_url)
     assert not answers(f"http://127.0.0.2:{served.port}/v1")
+
+
+# the whole chain: batchgpt --provider openai → g4f's API server → ChatGptEs → the site ------------
+
+
+def test_batchgpt_run_through_g4f_api_serving_chatgpt_es(served: Served, tmp_path: Path) -> None:
+    """A real server no one here wrote between batchgpt's two backends: every prompt answered
+    once, by the site, with its own message, tokens recorded."""
+    prompts = tmp_path / "prompts.jsonl"
+    ids = write_prompts(prompts, 12)
+    asked = served.emulator.stats.answers
+
+    done = run_job(prompts, served.api_url, "--provider", "openai", "--concurrency", "4")
+
+    assert done.returncode == 0, done.stderr
+    records = assert_exactly_once(tmp_path / "prompts.results.jsonl", ids)  # the site's answers
+    assert served.emulator.stats.answers - asked == len(ids)
+    assert all(record["usage"]["completion_tokens"] > 0 for record in records)
+    assert "tokens:" in done.stderr
 
 
 # the launcher ------------------------------------------------------------------------------------

@@ -238,7 +238,7 @@ async def test_an_answer_over_the_cap_is_not_read(openai_emulator: RunningOpenAI
     async with client(openai_emulator, max_answer_bytes=200_000) as http:
         assert len((await http.ask(USER, "m")).text) == 50_000
     async with client(openai_emulator, max_answer_bytes=20_000) as http:
-        with pytest.raises(BadResponseError, match="answer over 20000 bytes") as info:
+        with pytest.raises(BadResponseError, match="larger than 20000 bytes") as info:
             await http.ask(USER, "m")
     assert info.value.retryable
 

@@ -82,7 +82,7 @@ def test_every_line_is_sent_as_given_and_answered_with_its_usage(
     for line in lines:
         body = sent[json.dumps(messages_of(line))]  # system messages and history as given
         own = line.get("model", line.get("body", {}).get("model"))
-        assert body["model"] == (own or "gpt-4o-mini")  # a line's own model wins
+        assert body["model"] == (own or "gpt-4o")  # a line's own model wins
         assert results[id_of(line)]["model"] == body["model"]
         if "body" in line:  # the other body fields are passed through
             assert body["temperature"] == 0.25 and body["seed"] == line["body"]["seed"]

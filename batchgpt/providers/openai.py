@@ -31,12 +31,16 @@ from batchgpt.errors import (
     RateLimitedError,
     RequestTimeoutError,
     ServerError,
-    TransportError,
     quote_body,
 )
 from batchgpt.formats import token_counts
 from batchgpt.providers.base import Answer, Backend, Messages
-from batchgpt.providers.chatgpt_es.answer import parse_retry_after
+from batchgpt.providers.http import (
+    DEFAULT_MAX_ANSWER_BYTES,
+    curl_failure,
+    parse_retry_after,
+    too_big,
+)
 from batchgpt.records import content_text
 
 if TYPE_CHECKING:
@@ -47,7 +51,6 @@ if TYPE_CHECKING:
 
 #: The largest answer body read (PROTOCOL.md §C6); a bigger one is a retryable bad_response.
 #: A module constant until the core `--max-answer-bytes` option exists.
-MAX_ANSWER_BYTES = 8 * 1024 * 1024
 #: The usual rule of thumb for English text, used only for the estimate before sending.
 CHARS_PER_TOKEN = 4
 #: Completion tokens assumed for a request that sets no max_tokens (corrected by its usage).
@@ -222,7 +225,7 @@ class OpenAIClient:
         pacer: Pacer | None = None,
         budget: TokenBudget | None = None,
         max_clients: int = 10,
-        max_answer_bytes: int = MAX_ANSWER_BYTES,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self.endpoint = base_url.rstrip("/") + "/chat/completions"
         self.proxy = proxy
@@ -270,7 +273,6 @@ class OpenAIClient:
         return answer_from(status, headers, raw, has_key=self._key is not None)
 
     async def _post(self, payload: bytes) -> tuple[int, dict[str, str], bytes]:
-        from curl_cffi.const import CurlECode
         from curl_cffi.requests.exceptions import RequestException, Timeout
 
         http = self._session()
@@ -284,15 +286,11 @@ class OpenAIClient:
                 f"POST {self.endpoint} timed out after {self.timeout:g} s"
             ) from exc
         except RequestException as exc:
-            if exc.code == CurlECode.FILESIZE_EXCEEDED:
-                raise self._too_big() from exc
-            text = str(exc).split(" See https://curl.se", 1)[0]
-            raise TransportError(
-                f"POST {self.endpoint} failed: {quote_body(self._scrub(text.encode()), 200)}"
-            ) from exc
+            error = curl_failure(f"POST {self.endpoint}", exc, self.max_answer_bytes)
+            raise type(error)(self._scrub(error.message.encode()).decode()) from exc
         body = response.content
         if len(body) > self.max_answer_bytes:  # decoded size of a compressed answer
-            raise self._too_big()
+            raise too_big(f"POST {self.endpoint}", self.max_answer_bytes)
         status = response.status_code
         headers = (
             {}
@@ -300,11 +298,6 @@ class OpenAIClient:
             else {k.lower(): v for k, v in response.headers.items() if v is not None}
         )
         return status, headers, self._scrub(body)
-
-    def _too_big(self) -> BadResponseError:
-        return BadResponseError(
-            f"answer over {self.max_answer_bytes} bytes (the answer cap): not read"
-        )
 
     def _scrub(self, body: bytes) -> bytes:
         """`body` without the key, should the server echo it."""
@@ -346,7 +339,7 @@ def _version() -> str:
 
 class OpenAIBackend(Backend):
     name = "openai"
-    default_model = "gpt-4o-mini"
+    default_model = "gpt-4o"  # DESIGN.md's --model default
     default_base_url = "https://api.openai.com/v1"
     models: ClassVar[tuple[str, ...] | None] = None
     sends_params = True
@@ -383,4 +376,5 @@ class OpenAIBackend(Backend):
             pacer=self.pacer,
             budget=self.budget,
             max_clients=max_clients,
+            max_answer_bytes=self.config.max_answer_bytes,
         )

@@ -3,8 +3,6 @@ and chatgpt.es's own consent gate (PROTOCOL.md §A3, §B3)."""
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import Mapping
 
 from batchgpt.errors import (
@@ -16,6 +14,7 @@ from batchgpt.errors import (
     SiteChangedError,
     quote_body,
 )
+from batchgpt.providers.http import parse_retry_after
 
 CAPTCHA_TEXT = "Du musst das Kästchen anklicken!"
 _CHALLENGE_MARKERS = (
@@ -37,20 +36,6 @@ def is_cloudflare_challenge(status: int, headers: Mapping[str, str], body: bytes
         return True
     head = body[:16384]
     return status in (403, 503) and any(marker in head for marker in _CHALLENGE_MARKERS)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds from now: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def check_status(status: int, headers: Mapping[str, str], body: bytes) -> None:

@@ -22,14 +22,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from batchgpt.errors import (
-    BadResponseError,
     MissingRequirementsError,
     NonceError,
     NoNonceError,
     ProviderError,
     RequestTimeoutError,
     SiteChangedError,
-    TransportError,
     quote_body,
 )
 from batchgpt.providers.base import Answer, Messages
@@ -41,6 +39,7 @@ from batchgpt.providers.chatgpt_es.answer import (
 )
 from batchgpt.providers.chatgpt_es.message import SYSTEM_PROMPT, format_message
 from batchgpt.providers.chatgpt_es.page import AipkitBot, ChatPage, LegacyChat, read_chat_page
+from batchgpt.providers.http import DEFAULT_MAX_ANSWER_BYTES, curl_failure
 
 if TYPE_CHECKING:
     from curl_cffi.requests import AsyncSession, Response
@@ -55,9 +54,6 @@ Chat = LegacyChat | AipkitBot
 AJAX_PATH = "/wp-admin/admin-ajax.php"
 IMPERSONATE = "chrome"
 CHATS = ("auto", "legacy", "aipkit")
-#: The largest response read (PROTOCOL.md §C6); `--max-answer-bytes` changes it.
-DEFAULT_MAX_ANSWER_BYTES = 8 * 1024 * 1024
-_CURLE_FILESIZE_EXCEEDED = 63
 
 
 def browser_headers(origin: str, referer: str) -> dict[str, str]:
@@ -413,13 +409,7 @@ class ChatGptEsSession:
             self._record(kind, method, url, None, started, error)
             raise error from exc
         except RequestException as exc:
-            if getattr(exc, "code", None) == _CURLE_FILESIZE_EXCEEDED:
-                error = BadResponseError(
-                    f"{method} {url}: the answer is larger than {self.max_answer_bytes} bytes "
-                    "(--max-answer-bytes)"
-                )
-            else:
-                error = TransportError(f"{method} {url} failed: {_curl_message(exc)}")
+            error = curl_failure(f"{method} {url}", exc, self.max_answer_bytes)
             self._record(kind, method, url, None, started, error)
             raise error from exc
         self._record(kind, method, url, response.status_code, started, None)
@@ -526,8 +516,3 @@ class _OpenStream:
 
 def _lower_headers(response: Response) -> dict[str, str]:
     return {key.lower(): value for key, value in response.headers.items() if value is not None}
-
-
-def _curl_message(exc: Exception) -> str:
-    text = str(exc).split(" See https://curl.se", 1)[0]
-    return quote_body(text, 200)
