@@ -309,3 +309,38 @@ def test_any_stream_is_an_answer_or_a_classified_one_line_error(body: bytes) -> 
         assert len(str(exc)) < QUOTE_LIMIT + 100
     else:
         assert isinstance(answer, str)
+
+
+def _line_by_line(body: bytes) -> str:
+    decoder = StreamDecoder()
+    for line in body.split(b"\n"):
+        decoder.feed(line)
+    return decoder.finish()
+
+
+aipkit_events = st.one_of(
+    st.text(max_size=12).map(lambda piece: deltas(piece)),
+    st.just(event("message_start", {"message_id": "m"})),
+    st.just(event("status", {"type": "response.created"})),
+    st.just(event("done", {"finished": True})),
+    st.just(event("warning", {"error": "not really"})),
+    st.sampled_from([e[0] for e in ERRORS]).map(lambda text: event("error", {"error": text}, "e")),
+    st.just(PADDING),
+    st.just(b"data: {broken\n\n"),
+    st.just(b'data: {"delta":\ndata: "split"}\n\n'),
+    st.just(b'event: done\r\ndata: {"finished":true}\r\n\r\n'),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(aipkit_events, max_size=10))
+def test_a_whole_stream_reads_as_line_by_line(blocks: list[bytes]) -> None:
+    """parse_stream decodes a plain stream in one go; it must say what StreamDecoder says."""
+    body = b"".join(blocks)
+    outcomes = []
+    for read in (lambda b: parse_stream(200, SSE, b), _line_by_line):
+        try:
+            outcomes.append(("answer", read(body)))
+        except ProviderError as error:
+            outcomes.append((type(error).__name__, error.message))
+    assert outcomes[0] == outcomes[1]

@@ -30,7 +30,7 @@ from batchgpt.providers.chatgpt_es.answer import (
     is_cloudflare_challenge,
     parse_retry_after,
 )
-from batchgpt.providers.chatgpt_es.legacy import SseDecoder, parse_answer
+from batchgpt.providers.chatgpt_es.legacy import SseDecoder, _stream_text, parse_answer
 
 JSON = {"content-type": "application/json; charset=UTF-8"}
 SSE = {"content-type": "text/event-stream"}
@@ -408,3 +408,35 @@ def test_any_response_is_an_answer_or_a_classified_error(
     else:
         assert status == 200
         assert isinstance(answer, str)
+
+
+def _slow_stream_text(body: bytes) -> str:
+    decoder = SseDecoder()
+    text = "".join(decoder.feed(line) for line in body.splitlines())
+    decoder.finish()
+    return text
+
+
+stream_events = st.one_of(
+    st.builds(lambda p: {"choices": [{"delta": {"content": p}}]}, st.text(max_size=20)),
+    st.just({"choices": [{"delta": {}, "finish_reason": "stop"}]}),
+    st.just({"choices": [{"delta": {"role": "assistant", "content": ""}}]}),
+    json_objects,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(stream_events.map(orjson.dumps) | st.sampled_from([b"[DONE]", b"[LIMITED]", b"{x"])),
+    st.sampled_from([b"\n\n", b"\r\n\r\n", b"\nevent: message\n\n"]),
+)
+def test_a_whole_stream_reads_as_line_by_line(payloads: list[bytes], separator: bytes) -> None:
+    """parse_answer decodes a whole stream in one go; it must say what SseDecoder says."""
+    body = b"".join(b"data: " + payload + separator for payload in payloads)
+    outcomes = []
+    for read in (_stream_text, _slow_stream_text):
+        try:
+            outcomes.append(("answer", read(body)))
+        except ProviderError as error:
+            outcomes.append((type(error).__name__, error.message))
+    assert outcomes[0] == outcomes[1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import resource
 import statistics
 import tempfile
 import time
@@ -55,6 +56,7 @@ async def _bare_loop(
     for message in messages:
         queue.put_nowait(message)
     guest = "bench-guest"
+    client = legacy.client_id(guest)
     async with AsyncSession(
         headers=browser_headers(url, url), impersonate=IMPERSONATE, max_clients=concurrency + 1
     ) as session:
@@ -72,7 +74,7 @@ async def _bare_loop(
                 message = queue.get_nowait()
                 target = await scrape() if scrape_each else chat_of_page
                 if chat == "legacy":
-                    form = legacy.chat_form(target, message, url, guest)
+                    form = legacy.chat_form(target, message, url, client)
                     reply = await session.post(url + AJAX_PATH, data=form)
                     assert reply.status_code == 200 and b"[DONE]" in reply.content
                     continue
@@ -97,21 +99,26 @@ def requests_of(stats: dict[str, Any]) -> int:
     return int(stats["gets"] + stats["posts"] + stats["streams"] + stats["refreshes"])
 
 
-def overhead(out: Path, work: Path, prompts: int = 20_000, rounds: int = 3) -> None:
+def overhead(out: Path, work: Path, prompts: int = 20_000, rounds: int = 5) -> None:
     """batchgpt against the bare loop in each chat generation, interleaved over `rounds`, zero
     latency, 32 in flight; medians reported. batchgpt's time is the whole CLI (start-up, input
-    hashing, resume scan, output, checkpoints)."""
+    hashing, resume scan, output, checkpoints). The client's CPU time per prompt is the steadier
+    measure on a shared machine: wall time moves with whatever else the cores are doing."""
     input_path = write_prompts(work / "overhead.jsonl", prompts)
     rows = []
     for chat in ("legacy", "aipkit"):
         seconds: dict[str, list[float]] = {"bare curl_cffi loop": [], "batchgpt run": []}
+        cpu: dict[str, list[float]] = {name: [] for name in seconds}
         requests = 0.0
         with emulator_process(chat=chat) as url:
             for round_ in range(rounds):
+                before = time.process_time()
                 seconds["bare curl_cffi loop"].append(
                     asyncio.run(_bare_loop(url, prompts, 32, chat, scrape_each=False))
                 )
+                cpu["bare curl_cffi loop"].append(time.process_time() - before)
                 control(url, reset_stats=True)
+                children = _children_cpu()
                 elapsed, code, err = run_cli(
                     "run",
                     str(input_path),
@@ -128,9 +135,11 @@ def overhead(out: Path, work: Path, prompts: int = 20_000, rounds: int = 3) -> N
                 )
                 assert code == 0, err
                 seconds["batchgpt run"].append(elapsed)
+                cpu["batchgpt run"].append(_children_cpu() - children)
                 stats = emulator_stats(url)
                 requests = requests_of(stats) / prompts
         bare = statistics.median(seconds["bare curl_cffi loop"])
+        bare_cpu = statistics.median(cpu["bare curl_cffi loop"])
         for name, times in seconds.items():
             rows.append(
                 {
@@ -139,11 +148,19 @@ def overhead(out: Path, work: Path, prompts: int = 20_000, rounds: int = 3) -> N
                     "median s": statistics.median(times),
                     "prompts/s": prompts / statistics.median(times),
                     "vs bare": f"{bare / statistics.median(times):.0%}",
+                    "CPU ms/prompt": statistics.median(cpu[name]) / prompts * 1000,
+                    "CPU vs bare": f"{statistics.median(cpu[name]) / bare_cpu:.0%}",
                     "requests/prompt": f"{requests:.4f}" if name == "batchgpt run" else "",
                     "all runs s": " ".join(f"{t:.2f}" for t in times),
                 }
             )
     report("overhead", rows, out)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (the CLI runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def requests_per_prompt(out: Path, work: Path, prompts: int = 2000) -> None:

@@ -30,6 +30,15 @@ from batchgpt.providers.chatgpt_es.page import LegacyChat
 ACTION = "wpaicg_chat_shortcode_message"
 _CLIENT_ID_ALPHABET = string.ascii_letters + string.digits
 _NONCE_FAILED = "Nonce verification failed"
+#: Keys of an event that may be a refusal rather than a piece of the answer, as they appear in
+#: its JSON (inside a string they would be escaped, so the text of an answer never matches).
+_REFUSAL_NEEDLES = (
+    b'"status"',
+    b'"msg"',
+    b'"tokenLimitReached"',
+    b'"ipBanned"',
+    b'"messageFlagged"',
+)
 
 
 def client_id(guest_id: str) -> str:
@@ -39,7 +48,7 @@ def client_id(guest_id: str) -> str:
     return "".join(_CLIENT_ID_ALPHABET[byte % len(_CLIENT_ID_ALPHABET)] for byte in digest[:10])
 
 
-def chat_form(chat: LegacyChat, message: str, page_url: str, guest_id: str) -> dict[str, str]:
+def chat_form(chat: LegacyChat, message: str, page_url: str, client: str) -> dict[str, str]:
     """The admin-ajax form for one prompt (§A2). The history is empty: the browser sends the
     history before the new question, and a copy of it makes the AI read the prompt twice."""
     return {
@@ -50,7 +59,7 @@ def chat_form(chat: LegacyChat, message: str, page_url: str, guest_id: str) -> d
         "message": message,
         "bot_id": "0",
         "chatbot_identity": "shortcode",
-        "wpaicg_chat_client_id": client_id(guest_id),
+        "wpaicg_chat_client_id": client,
         "wpaicg_chat_history": "[]",
         "chat_id": str(random.randint(1, 100000)),
         "wpaicg_user_agree": "1",
@@ -142,14 +151,36 @@ def is_event_stream(headers: Mapping[str, str], body_start: bytes) -> bool:
     return "text/event-stream" in headers.get("content-type", "") or body_start.startswith(b"data:")
 
 
+def _stream_text(body: bytes) -> str:
+    """The answer in a whole event stream: what `SseDecoder` says line by line, with the plain
+    case (every event a piece of the answer, then `[DONE]`) decoded in one orjson call. Anything
+    else (a refusal, a broken event, no `[DONE]`) is read by the decoder, which says what it is."""
+    payloads = [line[5:].strip() for line in body.split(b"\n") if line.startswith(b"data:")]
+    if (
+        len(payloads) == body.count(b"data:")  # no other data line for the decoder to find
+        and payloads[-1:] == [b"[DONE]"]
+        and payloads.count(b"[DONE]") == 1
+        and not any(needle in body for needle in _REFUSAL_NEEDLES)
+    ):
+        try:
+            events = orjson.loads(b"[" + b",".join(payloads[:-1]) + b"]")
+            pieces = [event["choices"][0]["delta"].get("content") or "" for event in events]
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+            pass
+        else:
+            if all(isinstance(piece, str) for piece in pieces):
+                return "".join(pieces)
+    decoder = SseDecoder()
+    text = "".join(decoder.feed(line) for line in body.splitlines())
+    decoder.finish()
+    return text
+
+
 def parse_answer(status: int, headers: Mapping[str, str], body: bytes) -> str:
     """The answer in a complete response, or the classified error it stands for."""
     check_status(status, headers, body)
     if is_event_stream(headers, body[:5]):
-        decoder = SseDecoder()
-        text = "".join(decoder.feed(line) for line in body.splitlines())
-        decoder.finish()
-        return checked_answer(text)
+        return checked_answer(_stream_text(body))
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
