@@ -38,20 +38,22 @@ from tests.benchmarks.openai_runners import openai_runners
 
 
 async def _bare_loop(
-    url: str, prompts: int, concurrency: int, chat: str, *, scrape_each: bool
+    url: str, input_path: Path, concurrency: int, chat: str, *, scrape_each: bool
 ) -> float:
     """The floor: one curl_cffi AsyncSession that scrapes once (or per prompt, as the seed did)
-    and sends each prompt the way `chat` needs: legacy one POST, AIPKit a cache POST and its
-    stream GET. No retries, no output, no checkpoint."""
+    and sends each prompt of `input_path` (the file batchgpt is given) the way `chat` needs:
+    legacy one POST, AIPKit a cache POST and its stream GET. No retries, no output, no
+    checkpoint."""
     from curl_cffi.requests import AsyncSession
 
     from batchgpt.providers.chatgpt_es import aipkit, legacy
     from batchgpt.providers.chatgpt_es.page import read_chat_page
 
-    messages = [
-        ChatGptEs.format_message([{"role": "user", "content": f"Prompt number {i}"}])
-        for i in range(prompts)
-    ]
+    with input_path.open("rb") as lines:
+        messages = [
+            ChatGptEs.format_message([{"role": "user", "content": orjson.loads(line)["prompt"]}])
+            for line in lines
+        ]
     queue: asyncio.Queue[str] = asyncio.Queue()
     for message in messages:
         queue.put_nowait(message)
@@ -114,7 +116,7 @@ def overhead(out: Path, work: Path, prompts: int = 20_000, rounds: int = 5) -> N
             for round_ in range(rounds):
                 before = time.process_time()
                 seconds["bare curl_cffi loop"].append(
-                    asyncio.run(_bare_loop(url, prompts, 32, chat, scrape_each=False))
+                    asyncio.run(_bare_loop(url, input_path, 32, chat, scrape_each=False))
                 )
                 cpu["bare curl_cffi loop"].append(time.process_time() - before)
                 control(url, reset_stats=True)
@@ -171,7 +173,7 @@ def requests_per_prompt(out: Path, work: Path, prompts: int = 2000) -> None:
     for chat in ("legacy", "aipkit"):
         with emulator_process(chat=chat) as url:
             control(url, reset_stats=True)
-            asyncio.run(_bare_loop(url, prompts, 8, chat, scrape_each=True))
+            asyncio.run(_bare_loop(url, input_path, 8, chat, scrape_each=True))
             stats = emulator_stats(url)
             seed = (requests_of(stats) - 1) / prompts  # the first scrape is not per prompt
             rows.append(

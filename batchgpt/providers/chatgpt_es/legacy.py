@@ -30,15 +30,8 @@ from batchgpt.providers.chatgpt_es.page import LegacyChat
 ACTION = "wpaicg_chat_shortcode_message"
 _CLIENT_ID_ALPHABET = string.ascii_letters + string.digits
 _NONCE_FAILED = "Nonce verification failed"
-#: Keys of an event that may be a refusal rather than a piece of the answer, as they appear in
-#: its JSON (inside a string they would be escaped, so the text of an answer never matches).
-_REFUSAL_NEEDLES = (
-    b'"status"',
-    b'"msg"',
-    b'"tokenLimitReached"',
-    b'"ipBanned"',
-    b'"messageFlagged"',
-)
+#: The keys that make an event a refusal rather than a piece of the answer (`_site_refusal`).
+_REFUSAL_KEYS = frozenset({"status", "msg", "tokenLimitReached", "ipBanned", "messageFlagged"})
 
 
 def client_id(guest_id: str) -> str:
@@ -160,16 +153,15 @@ def _stream_text(body: bytes) -> str:
         len(payloads) == body.count(b"data:")  # no other data line for the decoder to find
         and payloads[-1:] == [b"[DONE]"]
         and payloads.count(b"[DONE]") == 1
-        and not any(needle in body for needle in _REFUSAL_NEEDLES)
     ):
         try:
             events = orjson.loads(b"[" + b",".join(payloads[:-1]) + b"]")
-            pieces = [event["choices"][0]["delta"].get("content") or "" for event in events]
+            if all(_REFUSAL_KEYS.isdisjoint(event) for event in events):
+                pieces = [event["choices"][0]["delta"].get("content") or "" for event in events]
+                if all(isinstance(piece, str) for piece in pieces):
+                    return "".join(pieces)
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
             pass
-        else:
-            if all(isinstance(piece, str) for piece in pieces):
-                return "".join(pieces)
     decoder = SseDecoder()
     text = "".join(decoder.feed(line) for line in body.splitlines())
     decoder.finish()
