@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from batchgpt.providers.chatgpt_es.provider import ChatGptEs
-from batchgpt.providers.chatgpt_es.session import AJAX_PATH
+from batchgpt.providers.chatgpt_es.wordpress import AJAX_PATH
 
 #: g4f's own default port.
 DEFAULT_PORT = 1337

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import re
 import resource
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from importlib.metadata import version
@@ -83,6 +85,35 @@ def test_validate_help_shares_the_declarations_of_run() -> None:
     entries = help_entries(run_cli("validate", "--help").stdout)
     for name in ("provider", "model", "max_line_bytes"):
         check_help_entry(entries, option(name))
+
+
+def test_help_loads_no_http_client() -> None:
+    """`--help` is every user's first command and cron's cheapest: the run options of every
+    backend are declared without loading a backend's client (curl_cffi, its session, aiohttp) or
+    anything only a request needs (the package metadata, email's date parser)."""
+    script = (
+        "import sys, contextlib, io\n"
+        "from batchgpt.cli import cli\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    cli(['run', '--help'])\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    heavy = {
+        "asyncio",
+        "aiohttp",
+        "curl_cffi",
+        "email.utils",
+        "importlib.metadata",
+        "batchgpt.providers.chatgpt_es.session",
+        "batchgpt.providers.chatgpt_es.page",
+    }
+    assert loaded & heavy == set()
+    assert "batchgpt.providers.openai" in loaded  # both backends' options were declared
 
 
 def test_version_is_the_installed_package_version() -> None:

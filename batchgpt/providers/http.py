@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import time
 
 from batchgpt.errors import BadResponseError, ProviderError, TransportError, quote_body
@@ -20,6 +19,8 @@ def parse_retry_after(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # a date is rare (some 429s): kept out of every command's start-up
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -331,6 +330,8 @@ class OpenAIClient:
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # 25 ms: not at start-up
+
     try:
         return version("batchgpt")
     except PackageNotFoundError:

@@ -9,11 +9,12 @@ from batchgpt.config import Choice, Integer, Option
 from batchgpt.errors import UsageError
 from batchgpt.providers.base import Backend, ChatClient
 from batchgpt.providers.chatgpt_es.provider import ChatGptEs
-from batchgpt.providers.chatgpt_es.session import CHATS, ChatGptEsSession, MissingBotError
+from batchgpt.providers.chatgpt_es.wordpress import CHATS
 
 if TYPE_CHECKING:
     from batchgpt.config import RunConfig
     from batchgpt.pacing import Pacer
+    from batchgpt.providers.chatgpt_es.session import ChatGptEsSession
 
 
 class ChatGptEsBackend(Backend):
@@ -43,6 +44,8 @@ class ChatGptEsBackend(Backend):
     def client(self, proxy: str | None, *, max_clients: int) -> ChatGptEsSession:
         """A session through `proxy`, known to the site by that proxy's guest id: one per proxy
         for the whole run, shared by its sessions, as a browser keeps one (PROTOCOL.md §C2)."""
+        from batchgpt.providers.chatgpt_es.session import ChatGptEsSession
+
         options = self.config.backend_options
         return ChatGptEsSession(
             self.config.base_url,
@@ -60,6 +63,8 @@ class ChatGptEsBackend(Backend):
         """A named bot must be on the page before anything is written (exit 2 otherwise)."""
         if self.config.backend_options["bot_id"] is None:
             return
+        from batchgpt.providers.chatgpt_es.session import ChatGptEsSession, MissingBotError
+
         assert isinstance(client, ChatGptEsSession)
         try:
             await client.connect()

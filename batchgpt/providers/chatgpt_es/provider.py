@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from batchgpt.providers.base import Messages
 from batchgpt.providers.chatgpt_es.message import SYSTEM_PROMPT, format_message
-from batchgpt.providers.chatgpt_es.session import AJAX_PATH, ChatGptEsSession
+from batchgpt.providers.chatgpt_es.wordpress import AJAX_PATH
 from batchgpt.providers.gpt4free import AsyncGeneratorProvider, ProviderModelMixin
 
 
@@ -50,6 +50,8 @@ class ChatGptEs(AsyncGeneratorProvider, ProviderModelMixin):
     ) -> AsyncIterator[str]:
         """Yield the answer, from whichever chat generation the site speaks (`chat` forces one,
         `bot_id` picks an AIPKit bot); with `stream=True`, piece by piece as the site sends it."""
+        from batchgpt.providers.chatgpt_es.session import ChatGptEsSession
+
         cls.get_model(model)
         message = cls.format_message(messages)
         guest_id = cls._guest_ids.setdefault((cls.url, proxy), str(uuid.uuid4()))

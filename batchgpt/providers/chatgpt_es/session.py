@@ -39,6 +39,7 @@ from batchgpt.providers.chatgpt_es.answer import (
 )
 from batchgpt.providers.chatgpt_es.message import SYSTEM_PROMPT, format_message
 from batchgpt.providers.chatgpt_es.page import AipkitBot, ChatPage, LegacyChat, read_chat_page
+from batchgpt.providers.chatgpt_es.wordpress import AJAX_PATH, CHATS
 from batchgpt.providers.http import DEFAULT_MAX_ANSWER_BYTES, curl_failure
 
 if TYPE_CHECKING:
@@ -51,9 +52,7 @@ T = TypeVar("T")
 #: What a session asks: the legacy chat widget, or one AIPKit bot.
 Chat = LegacyChat | AipkitBot
 
-AJAX_PATH = "/wp-admin/admin-ajax.php"
 IMPERSONATE = "chrome"
-CHATS = ("auto", "legacy", "aipkit")
 
 
 def browser_headers(origin: str, referer: str) -> dict[str, str]:
