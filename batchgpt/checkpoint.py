@@ -41,7 +41,7 @@ from batchgpt.errors import (
     file_error,
     file_errors,
 )
-from batchgpt.formats import Result, decode_line
+from batchgpt.formats import Outcome, decode_outcome
 from batchgpt.inputs import IdIndex, LineSet
 from batchgpt.records import id_key
 
@@ -306,8 +306,8 @@ class RecoveredOutput:
     cut_bytes: int = 0
     dropped_lines: int = 0
 
-    def add(self, record: Result) -> None:
-        assert record.line is not None  # decode_line guarantees it
+    def add(self, record: Outcome) -> None:
+        assert record.line is not None  # decode_outcome guarantees it
         self.done.add(record.line)
         if record.id is not None:
             self.seen.setdefault(id_key(record.id), record.line)
@@ -338,7 +338,7 @@ def _scan(
                 reason = "torn line (no line end)"
             else:
                 try:
-                    record = decode_line(raw)
+                    record = decode_outcome(raw)
                 except ValueError as exc:
                     reason = f"not a result line ({str(exc)[:80]})"
                 else:
@@ -358,7 +358,7 @@ def recover_output(
     path: Path,
     *,
     repair: bool = False,
-    drop: Callable[[Result], bool] | None = None,
+    drop: Callable[[Outcome], bool] | None = None,
     read_only: bool = False,
     stop: Callable[[], bool] | None = None,
 ) -> RecoveredOutput:
@@ -399,7 +399,7 @@ def recover_output(
 
 
 def _rewrite(
-    path: Path, drop: Callable[[Result], bool] | None, stop: Callable[[], bool] | None
+    path: Path, drop: Callable[[Outcome], bool] | None, stop: Callable[[], bool] | None
 ) -> RecoveredOutput:
     """Keep the good, first, undropped result of each input line; replace `path` atomically
     (a failed or stopped rewrite leaves `path` as it was, and no temp file)."""
@@ -411,7 +411,7 @@ def _rewrite(
                 if stop is not None and number % _STOP_EVERY == 0 and stop():
                     raise Interrupted
                 try:
-                    record: Result | None = decode_line(raw)
+                    record: Outcome | None = decode_outcome(raw)
                 except ValueError:
                     record = None
                 if record is None or record.line in recovered.done or (drop and drop(record)):

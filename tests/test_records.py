@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion
 from support import (
@@ -29,7 +29,7 @@ from support import (
 
 from batchgpt.emulator import expected_answer
 from batchgpt.errors import INVALID_INPUT
-from batchgpt.formats import ErrorInfo, Result, decode_line, encode
+from batchgpt.formats import ErrorInfo, Result, decode_line, decode_outcome, encode
 from batchgpt.providers.chatgpt_es.backend import ChatGptEsBackend
 from batchgpt.records import InvalidLine, PromptRecord, id_key, parse_line
 
@@ -319,6 +319,55 @@ def test_openai_lines_read_back_as_what_was_written(result: Result) -> None:
     assert (recorded.line, recorded.id, recorded.ok) == (result.line, expected_id, result.ok)
     assert recorded.kind == (None if result.error is None else result.error.kind)
     check_openai_line(orjson.loads(raw))
+
+
+RESULT_KEYS = ["id", "line", "status", "error", "custom_id", "response", "model"]
+FIELD_NAMES = [
+    "kind",
+    "code",
+    "type",
+    "message",
+    "retryable",
+    "http_status",
+    "status_code",
+    "body",
+    "error",
+]
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 300) | st.sampled_from(["", "ok", "timeout"]),
+    lambda inner: (
+        st.lists(inner, max_size=2)
+        | st.dictionaries(st.sampled_from(FIELD_NAMES), inner, max_size=4)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=400)
+@given(
+    RESULTS,
+    st.sampled_from(["native", "openai"]),
+    st.dictionaries(st.sampled_from(RESULT_KEYS), JSON_VALUES, max_size=3),
+    st.sets(st.sampled_from(RESULT_KEYS), max_size=2),
+)
+def test_a_resume_reads_the_line_id_and_error_a_full_read_reads(
+    result: Result, shape: str, changes: dict[str, Any], dropped: set[str]
+) -> None:
+    """Recovery reads every output line with the cheap `decode_outcome`; whatever a line holds,
+    it must find what `decode_line` finds (or refuse the line with the same reason)."""
+    obj = {**orjson.loads(encode(result, shape)), **changes}
+    for key in dropped:
+        obj.pop(key, None)
+    raw = orjson.dumps(obj)
+    seen = []
+    for read in (decode_line, decode_outcome):
+        try:
+            record = read(raw)
+        except ValueError as exc:
+            seen.append(str(exc))
+        else:
+            seen.append((record.line, record.id, record.error))
+    assert seen[0] == seen[1]
 
 
 # OpenAI Batch output ------------------------------------------------------------------------
