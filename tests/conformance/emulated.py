@@ -1,9 +1,9 @@
 """batchgpt's emulator in its own process, in the mode of one chat generation and release.
 
 `python -m batchgpt emulator --port P --set chat=legacy|aipkit [--set plugin=2.3|2.4.71]`: the
-AIPKit releases before 2.4 are emulated as 2.3, the later ones as 2.4.71. An emulator that refuses
-the `chat` setting has one mode only, the legacy chat: legacy then runs without the setting (and
-says so), AIPKit is reported as "emulator has no aipkit mode".
+AIPKit releases before 2.3.41 are emulated as 2.3, the later ones as 2.4.71. An emulator that
+refuses the `chat` setting has one mode only, the legacy chat: legacy then runs without the
+setting (and says so), AIPKit is reported as "emulator has no aipkit mode".
 """
 
 from __future__ import annotations
@@ -35,19 +35,26 @@ def _start(settings: list[str], log: Path) -> tuple[Daemon, str]:
 
 
 def emulated_release(release: str) -> str:
-    """The emulator's `plugin` profile for an AIPKit release."""
-    return "2.3" if version_key(release) < (2, 4) else "2.4.71"
+    """The emulator's `plugin` profile for an AIPKit release: 2.3's until the nonce refresh
+    action arrived (2.3.41; the new nonce error text came in 2.3.20), 2.4.71's from then on."""
+    return "2.3" if version_key(release) < (2, 3, 41) else "2.4.71"
 
 
 @contextmanager
-def running_emulator(generation: str, release: str, workdir: Path) -> Iterator[EmulatorInfo]:
-    """Yield the emulator's URL in `generation`'s mode, or None with the reason."""
+def running_emulator(
+    generation: str, release: str, workdir: Path, bot_mode: str | None = None
+) -> Iterator[EmulatorInfo]:
+    """Yield the emulator's URL in `generation`'s mode, or None with the reason. `bot_mode`
+    (inline or popup) is how the real page shows its bot: the default bot's deploy mode varies
+    between releases of one profile (2.4.51 inline, 2.4.71 popup)."""
     log = workdir / f"emulator-{generation}.log"
     daemon: Daemon | None = None
     info = EmulatorInfo(None)
     settings = [f"chat={generation}"]
     if generation == "aipkit":
         settings.append(f"plugin={emulated_release(release)}")
+        if bot_mode:
+            settings.append(f"bot_mode={bot_mode}")
     try:
         try:
             daemon, url = _start(settings, log)

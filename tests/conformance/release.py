@@ -325,7 +325,11 @@ def _experiments(
 
 def _emulator_diff(report: ReleaseReport, real: ProbeRun, generation: str, root: Path) -> None:
     names = LEGACY_PROBES if generation == "legacy" else AIPKIT_PROBES
-    with running_emulator(generation, report.release, root) as emulator:
+    bots = real.facts.bots if real.facts else []
+    bot_mode = None
+    if bots:
+        bot_mode = "popup" if bots[0].element == "aipkit_popup_wrapper" else "inline"
+    with running_emulator(generation, report.release, root, bot_mode) as emulator:
         report.emulator_note = emulator.note
         emulated = run_probes("emulator", generation, emulator.url + "/") if emulator.url else None
     report.emulator_ran = emulated is not None
