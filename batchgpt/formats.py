@@ -113,7 +113,7 @@ class OutputFormat(ABC):
 
     @abstractmethod
     def outcome(self, obj: dict[str, Any]) -> Outcome | None:
-        """The line, id and error `read` would find, and nothing else."""
+        """Only the line, id and error of a line of this shape (`read` builds on it)."""
 
     def encode(self, result: Result) -> bytes:
         """One output line, newline included."""
@@ -148,15 +148,15 @@ class NativeFormat(OutputFormat):
         return out
 
     def read(self, obj: dict[str, Any]) -> Result | None:
-        if "status" not in obj:
+        if (outcome := self.outcome(obj)) is None:
             return None
         response = obj.get("response")
         return Result(
-            _identifier(obj.get("id")),
-            _line(obj.get("line")),
+            outcome.id,
+            outcome.line,
             _text(obj.get("model")),
             response=response if isinstance(response, str) else None,
-            error=self._error(obj),
+            error=outcome.error,
             attempts=_int(obj.get("attempts")),
             latency_ms=_number(obj.get("latency_ms")),
             metadata=obj.get("metadata") if isinstance(obj.get("metadata"), dict) else None,
@@ -229,14 +229,14 @@ class OpenAIBatchFormat(OutputFormat):
         }
 
     def read(self, obj: dict[str, Any]) -> Result | None:
-        if "custom_id" not in obj and "response" not in obj:
+        if (outcome := self.outcome(obj)) is None:
             return None
         body = _dict(_dict(obj.get("response")).get("body"))
-        info = self._error(obj)
+        info = outcome.error
         usage = body.get("usage")
         return Result(
-            _identifier(obj.get("custom_id")),
-            line_of_request_id(obj.get("id")),
+            outcome.id,
+            outcome.line,
             _text(body.get("model")),
             response=None if info is not None else _content(body),
             error=info,
