@@ -9,7 +9,6 @@ what it carries.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pwd
@@ -17,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -29,6 +27,7 @@ import pytest
 from aiohttp import web
 
 from batchgpt.emulator import expected_answer
+from batchgpt.emulator.server import serving_in_thread
 from batchgpt.providers import ChatGptEs
 
 CLI = [sys.executable, "-m", "batchgpt"]
@@ -462,31 +461,9 @@ def running_proxy(proxy: ForwardProxy | None = None) -> Iterator[tuple[ForwardPr
     """Serve `proxy` (a new `ForwardProxy` by default) on a free loopback port from a thread;
     yield it and its URL."""
     proxy = proxy or ForwardProxy()
-    loop = asyncio.new_event_loop()
-    started: dict[str, Any] = {}
-    ready = threading.Event()
-
-    async def serve() -> web.ServerRunner:
-        runner = web.ServerRunner(web.Server(proxy.handle), handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return runner
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        started["runner"] = loop.run_until_complete(serve())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, name="forward-proxy", daemon=True)
-    thread.start()
-    assert ready.wait(10), "the forward proxy did not start"
-    runner: web.ServerRunner = started["runner"]
-    try:
-        yield proxy, f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        asyncio.run_coroutine_threadsafe(proxy.close(), loop).result(10)
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    with serving_in_thread(
+        lambda: web.ServerRunner(web.Server(proxy.handle), handle_signals=False),
+        "forward proxy",
+        on_close=proxy.close,
+    ) as port:
+        yield proxy, f"http://127.0.0.1:{port}"

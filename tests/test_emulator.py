@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import signal
 import socket
 
 import pytest
 from curl_cffi.requests import AsyncSession
+from support import CLI, finish, start
 
 from batchgpt.emulator import (
     AJAX_PATH,
@@ -423,6 +425,18 @@ def test_the_emulator_command_refuses_a_busy_port_and_an_unknown_setting(emulato
     )
     assert unknown.returncode == 2
     assert "unknown emulator setting 'bogus'" in unknown.stderr
+
+
+@pytest.mark.parametrize("api", ["chatgpt-es", "openai"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_emulator_command_ends_quietly_on_a_signal(api: str, sig: signal.Signals) -> None:
+    """A server's normal end: exit 0 and nothing on stderr, for either API."""
+    process = start([*CLI, "emulator", "--api", api, "--port", "0"])
+    assert process.stdout is not None
+    assert "http://127.0.0.1:" in process.stdout.readline()
+    process.send_signal(sig)
+    code, _out, err = finish(process, timeout=30)
+    assert (code, err) == (0, "")
 
 
 async def test_a_hung_request_is_answered_whole_after_the_hang(emulator) -> None:

@@ -13,11 +13,9 @@ from batchgpt.emulator.site import (
     Emulator,
     EmulatorConfig,
     EmulatorStats,
-    bound_port,
     expected_answer,
     max_in_window,
     running_emulator,
-    serve,
     serve_forever,
 )
 
@@ -33,10 +31,8 @@ __all__ = [
     "Emulator",
     "EmulatorConfig",
     "EmulatorStats",
-    "bound_port",
     "expected_answer",
     "max_in_window",
     "running_emulator",
-    "serve",
     "serve_forever",
 ]

@@ -12,13 +12,10 @@ It counts what it received, full request bodies included, and serves `/__emulato
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import json
 import random
-import ssl
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,7 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
-from batchgpt.emulator.site import CONTROL_PREFIX, bound_port
+from batchgpt.emulator.server import app_runner, serve_until_stopped, serving_in_thread
+from batchgpt.emulator.site import CONTROL_PREFIX
 
 API_PREFIX = "/v1"
 CHAT_PATH = API_PREFIX + "/chat/completions"
@@ -360,21 +358,6 @@ class OpenAIEmulator:
         return web.json_response(dataclasses.asdict(self.config))
 
 
-async def serve(
-    emulator: OpenAIEmulator,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-) -> web.AppRunner:
-    """Start serving (over TLS with `ssl_context`); the bound port is in `bound_port(runner)`."""
-    runner = web.AppRunner(emulator.app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
-    await site.start()
-    return runner
-
-
 @contextmanager
 def running_openai_emulator(
     config: OpenAIEmulatorConfig | None = None, *, keep_bodies: bool = False
@@ -382,45 +365,17 @@ def running_openai_emulator(
     """Serve an emulator from a background thread on a free loopback port; yield it and its
     API root (`http://127.0.0.1:PORT/v1`, what `--base-url` takes)."""
     emulator = OpenAIEmulator(config, keep_bodies=keep_bodies)
-    loop = asyncio.new_event_loop()
-    started: dict[str, Any] = {}
-    ready = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        started["runner"] = loop.run_until_complete(serve(emulator))
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, name="openai-emulator", daemon=True)
-    thread.start()
-    ready.wait(10)
-    runner: web.AppRunner = started["runner"]
-    try:
-        yield emulator, f"http://127.0.0.1:{bound_port(runner)}{API_PREFIX}"
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    with serving_in_thread(lambda: app_runner(emulator.app), "openai-emulator") as port:
+        yield emulator, f"http://127.0.0.1:{port}{API_PREFIX}"
 
 
 def serve_openai_forever(host: str, port: int, settings: dict[str, str]) -> None:
-    """Serve until interrupted (`batchgpt emulator --api openai`)."""
+    """Serve until SIGINT or SIGTERM (`batchgpt emulator --api openai`)."""
     config = OpenAIEmulatorConfig()
     config.update(settings)
-    emulator = OpenAIEmulator(config)
-
-    async def main() -> None:
-        runner = await serve(emulator, host, port)
-        print(
-            f"OpenAI-compatible emulator on http://{host}:{bound_port(runner)}{API_PREFIX}",
-            flush=True,
-        )
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await runner.cleanup()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    serve_until_stopped(
+        OpenAIEmulator(config).app,
+        host,
+        port,
+        lambda bound: f"OpenAI-compatible emulator on http://{host}:{bound}{API_PREFIX}",
+    )

@@ -12,14 +12,11 @@ Answers are deterministic (`expected_answer`), so tests compare results against 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import hmac
 import random
 import secrets
-import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -29,6 +26,8 @@ from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
+
+from batchgpt.emulator.server import app_runner, serve_until_stopped, serving_in_thread
 
 AJAX_PATH = "/wp-admin/admin-ajax.php"
 CONTROL_PREFIX = "/__emulator__/"
@@ -415,45 +414,14 @@ class Emulator:
         return web.json_response({"rotated": True})
 
 
-async def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> web.AppRunner:
-    """Start serving; the bound port is in `bound_port(runner)`."""
-    runner = web.AppRunner(emulator.app, access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
-    return runner
-
-
-def bound_port(runner: web.AppRunner) -> int:
-    return runner.addresses[0][1]
-
-
 @contextmanager
 def running_emulator(
     config: EmulatorConfig | None = None, *, keep_forms: bool = False
 ) -> Iterator[tuple[Emulator, str]]:
     """Serve an emulator from a background thread on a free loopback port; yield it and its URL."""
     emulator = Emulator(config, keep_forms=keep_forms)
-    loop = asyncio.new_event_loop()
-    started: dict[str, Any] = {}
-    ready = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        started["runner"] = loop.run_until_complete(serve(emulator))
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, name="emulator", daemon=True)
-    thread.start()
-    ready.wait(10)
-    runner: web.AppRunner = started["runner"]
-    try:
-        yield emulator, f"http://127.0.0.1:{bound_port(runner)}"
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    with serving_in_thread(lambda: app_runner(emulator.app), "emulator") as port:
+        yield emulator, f"http://127.0.0.1:{port}"
 
 
 def describe(config: EmulatorConfig) -> str:
@@ -464,24 +432,12 @@ def describe(config: EmulatorConfig) -> str:
 
 
 def serve_forever(host: str, port: int, settings: dict[str, str]) -> None:
-    """Serve until interrupted (the `batchgpt emulator` command)."""
+    """Serve until SIGINT or SIGTERM (the `batchgpt emulator` command)."""
     config = EmulatorConfig()
     config.update(settings)
-    emulator = Emulator(config)
-
-    async def main() -> None:
-        runner = await serve(emulator, host, port)
-        print(
-            f"chatgpt.es emulator on http://{host}:{bound_port(runner)}, speaking "
-            f"{describe(config)}",
-            flush=True,
-        )
-        stopped = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a server's normal end, not an error
-            asyncio.get_running_loop().add_signal_handler(sig, stopped.set)
-        try:
-            await stopped.wait()
-        finally:
-            await runner.cleanup()
-
-    asyncio.run(main())
+    serve_until_stopped(
+        Emulator(config).app,
+        host,
+        port,
+        lambda bound: f"chatgpt.es emulator on http://{host}:{bound}, speaking {describe(config)}",
+    )

@@ -527,8 +527,8 @@ def serve_tls(certificate: str, key: str, settings: dict[str, Any]) -> None:
     import asyncio
     import ssl
 
-    from batchgpt.emulator.openai import OpenAIEmulator, OpenAIEmulatorConfig, serve
-    from batchgpt.emulator.site import bound_port
+    from batchgpt.emulator.openai import OpenAIEmulator, OpenAIEmulatorConfig
+    from batchgpt.emulator.server import app_runner, bound_port, start
 
     config = OpenAIEmulatorConfig()
     config.update(settings)
@@ -537,8 +537,8 @@ def serve_tls(certificate: str, key: str, settings: dict[str, Any]) -> None:
 
     async def main() -> None:
         emulator = OpenAIEmulator(config)
-        tls = await serve(emulator, ssl_context=context)
-        plain = await serve(emulator)
+        tls = await start(app_runner(emulator.app), ssl_context=context)
+        plain = await start(app_runner(emulator.app))
         print(
             f"TLS emulator on https://127.0.0.1:{bound_port(tls)}, "
             f"control on http://127.0.0.1:{bound_port(plain)}",
