@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import openai
@@ -421,3 +424,30 @@ def test_the_emulator_command_serves_the_openai_api(spawn) -> None:
         openai.OpenAI(base_url=url[0], api_key="sk-other", max_retries=0).models.list()
     unknown = batchgpt([*CLI, "emulator", "--api", "openai", "--port", "0", "--set", "bogus=1"])
     assert unknown.returncode == 2 and "unknown emulator setting 'bogus'" in unknown.stderr
+
+
+def test_the_control_api_changes_settings_and_zeroes_the_counters(
+    openai_emulator: RunningOpenAIEmulator,
+) -> None:
+    """What benchmarks use on an emulator in another process: the same `/__emulator__/` API as
+    the chatgpt.es emulator's."""
+    control = openai_emulator.url.removesuffix("/v1") + "/__emulator__/"
+
+    def post(changes: dict[str, Any]) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            control + "config", data=json.dumps(changes).encode(), method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    sdk(openai_emulator).chat.completions.create(model="m", messages=USER)
+    with urllib.request.urlopen(control + "stats", timeout=10) as response:
+        assert json.loads(response.read())["answers"] == 1
+    status, settings = post({"reset_stats": True, "latency": "0.01"})
+    assert status == 200 and settings["latency"] == 0.01
+    assert openai_emulator.stats.answers == 0
+    status, reply = post({"no_such_setting": 1})
+    assert status == 400 and "no_such_setting" in reply["error"]

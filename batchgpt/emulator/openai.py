@@ -12,7 +12,6 @@ It counts what it received, full request bodies included, and serves `/__emulato
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import json
 import random
@@ -25,8 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from batchgpt.emulator.control import Controlled, update_settings
 from batchgpt.emulator.server import app_runner, serve_until_stopped, serving_in_thread
-from batchgpt.emulator.site import CONTROL_PREFIX
 
 API_PREFIX = "/v1"
 CHAT_PATH = API_PREFIX + "/chat/completions"
@@ -93,16 +92,7 @@ class OpenAIEmulatorConfig:
     seed: int = 0
 
     def update(self, changes: dict[str, Any]) -> None:
-        names = {f.name for f in dataclasses.fields(self)}
-        for key, value in changes.items():
-            if key not in names:
-                raise KeyError(f"unknown emulator setting {key!r}")
-            kind = type(getattr(self, key))
-            if kind is bool:
-                value = (
-                    value.lower() in ("1", "true", "yes", "on") if isinstance(value, str) else value
-                )
-            setattr(self, key, kind(value))
+        update_settings(self, changes)
 
 
 @dataclass
@@ -137,8 +127,11 @@ def _error(status: int, message: str, kind: str, code: str | None) -> web.Respon
     return web.json_response(body, status=status)
 
 
-class OpenAIEmulator:
+class OpenAIEmulator(Controlled):
     """The emulated API; `app` is an aiohttp application."""
+
+    config: OpenAIEmulatorConfig
+    stats: OpenAIEmulatorStats
 
     def __init__(
         self, config: OpenAIEmulatorConfig | None = None, *, keep_bodies: bool = False
@@ -149,8 +142,7 @@ class OpenAIEmulator:
         self._random = random.Random(self.config.seed)
         self._recent: list[float] = []
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
-        self.app.router.add_get(CONTROL_PREFIX + "stats", self._get_stats)
-        self.app.router.add_post(CONTROL_PREFIX + "config", self._set_config)
+        self.add_control_routes(self.app)
         self.app.router.add_post(CHAT_PATH, self._chat)
         self.app.router.add_get(MODELS_PATH, self._models)
         self.app.router.add_route("*", "/{path:.*}", self._unknown)
@@ -343,19 +335,6 @@ class OpenAIEmulator:
         return self._reply(response)
 
     # control ----------------------------------------------------------------------------------
-    async def _get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats.snapshot())
-
-    async def _set_config(self, request: web.Request) -> web.Response:
-        changes = await request.json()
-        if changes.pop("reset_stats", False):
-            self.reset_stats()
-        try:
-            self.config.update(changes)
-        except (KeyError, ValueError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        self._random = random.Random(self.config.seed)
-        return web.json_response(dataclasses.asdict(self.config))
 
 
 @contextmanager

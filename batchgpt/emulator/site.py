@@ -12,7 +12,6 @@ Answers are deterministic (`expected_answer`), so tests compare results against 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import random
@@ -27,10 +26,10 @@ from typing import Any
 
 from aiohttp import web
 
+from batchgpt.emulator.control import CONTROL_PREFIX, Controlled, update_settings
 from batchgpt.emulator.server import app_runner, serve_until_stopped, serving_in_thread
 
 AJAX_PATH = "/wp-admin/admin-ajax.php"
-CONTROL_PREFIX = "/__emulator__/"
 CAPTCHA_TEXT = "Du musst das Kästchen anklicken! Bitte bestätige, dass du kein Roboter bist."
 NONCE_MARKUPS = ("data-nonce", "wpaicgParams", "hidden-input", "script-var", "none")
 NONCE_FAILURES = ("-1", "expired", "json")
@@ -89,12 +88,7 @@ class EmulatorConfig:
     seed: int = 0
 
     def update(self, changes: dict[str, Any]) -> None:
-        names = {f.name: f for f in dataclasses.fields(self)}
-        for key, value in changes.items():
-            if key not in names:
-                raise KeyError(f"unknown emulator setting {key!r}")
-            kind = type(getattr(self, key))
-            setattr(self, key, kind(value) if kind is not bool else _as_bool(value))
+        update_settings(self, changes)
         for key, allowed in (("chat", CHATS), ("plugin", PLUGINS), ("decoys", DECOYS)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {', '.join(allowed)}")
@@ -102,12 +96,6 @@ class EmulatorConfig:
     @property
     def bot_ids(self) -> list[int]:
         return [int(part) for part in self.bots.split(",") if part.strip()]
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.lower() in ("1", "true", "yes", "on")
-    return bool(value)
 
 
 @dataclass
@@ -166,8 +154,11 @@ def max_in_window(times: list[float], window: float = 1.0) -> int:
     return best
 
 
-class Emulator:
+class Emulator(Controlled):
     """The emulated site; `app` is an aiohttp application."""
+
+    config: EmulatorConfig
+    stats: EmulatorStats
 
     def __init__(self, config: EmulatorConfig | None = None, *, keep_forms: bool = False) -> None:
         from batchgpt.emulator.aipkit import AipkitChat
@@ -184,8 +175,7 @@ class Emulator:
         self.legacy = LegacyChat(self)
         self.aipkit = AipkitChat(self)
         self.app = web.Application()
-        self.app.router.add_get(CONTROL_PREFIX + "stats", self._get_stats)
-        self.app.router.add_post(CONTROL_PREFIX + "config", self._set_config)
+        self.add_control_routes(self.app)
         self.app.router.add_post(CONTROL_PREFIX + "rotate", self._rotate)
         self.app.router.add_post(AJAX_PATH, self._ajax_post)
         self.app.router.add_get(AJAX_PATH, self._ajax_get)
@@ -395,20 +385,6 @@ class Emulator:
             return await handler(request, fields)
 
     # control ----------------------------------------------------------------------------------
-    async def _get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats.snapshot())
-
-    async def _set_config(self, request: web.Request) -> web.Response:
-        changes = await request.json()
-        if changes.pop("reset_stats", False):
-            self.reset_stats()
-        try:
-            self.config.update(changes)
-        except (KeyError, ValueError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        self._random = random.Random(self.config.seed)
-        return web.json_response(dataclasses.asdict(self.config))
-
     async def _rotate(self, request: web.Request) -> web.Response:
         self.rotate_nonces()
         return web.json_response({"rotated": True})
