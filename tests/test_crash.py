@@ -324,18 +324,27 @@ def test_a_signal_drains_exits_and_resumes(emulator, tmp: Path, sig: int, code: 
     assert answered(emulator) == len(ids)
 
 
-@pytest.mark.emulator_config(latency=3.0)
-def test_a_second_signal_exits_at_once_and_the_job_still_resumes(
-    emulator, tmp: Path, spawn
-) -> None:
+def sigterm_mid_run(
+    emulator, tmp: Path, spawn, *, drain_timeout: str
+) -> tuple[subprocess.Popen[str], list[str], Path, list[str]]:
+    """Run 20 prompts, SIGTERM the run once CONCURRENCY requests are in flight; the process,
+    its command line, output and ids."""
     prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
     ids = write_prompts(prompts, 20)
     args = run_args(
-        prompts, emulator.url, "--concurrency", str(CONCURRENCY), "--drain-timeout", "20"
+        prompts, emulator.url, "--concurrency", str(CONCURRENCY), "--drain-timeout", drain_timeout
     )
     process = spawn(args)
     assert wait_for(lambda: emulator.stats.in_flight >= CONCURRENCY, 20)
     os.kill(process.pid, signal.SIGTERM)
+    return process, args, output, ids
+
+
+@pytest.mark.emulator_config(latency=3.0)
+def test_a_second_signal_exits_at_once_and_the_job_still_resumes(
+    emulator, tmp: Path, spawn
+) -> None:
+    process, args, output, ids = sigterm_mid_run(emulator, tmp, spawn, drain_timeout="20")
     time.sleep(0.5)
     assert process.poll() is None  # draining: the requests in flight take 3 s
     os.kill(process.pid, signal.SIGTERM)
@@ -355,14 +364,7 @@ def test_a_second_signal_exits_at_once_and_the_job_still_resumes(
 @BOTH_CHATS
 @pytest.mark.emulator_config(latency=3.0)
 def test_the_drain_deadline_cuts_requests_that_take_too_long(emulator, tmp: Path, spawn) -> None:
-    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
-    ids = write_prompts(prompts, 20)
-    args = run_args(
-        prompts, emulator.url, "--concurrency", str(CONCURRENCY), "--drain-timeout", "0.5"
-    )
-    process = spawn(args)
-    assert wait_for(lambda: emulator.stats.in_flight >= CONCURRENCY, 20)
-    os.kill(process.pid, signal.SIGTERM)
+    process, args, output, ids = sigterm_mid_run(emulator, tmp, spawn, drain_timeout="0.5")
     exit_code, _, err = finish(process, timeout=20)
     assert exit_code == 143, err
     assert "waiting up to 0.5 s" in err
@@ -382,14 +384,7 @@ def test_the_drain_deadline_cuts_requests_that_take_too_long(emulator, tmp: Path
 def test_drain_timeout_0_stops_at_once_cutting_requests_in_flight(
     emulator, tmp: Path, spawn
 ) -> None:
-    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
-    ids = write_prompts(prompts, 20)
-    args = run_args(
-        prompts, emulator.url, "--concurrency", str(CONCURRENCY), "--drain-timeout", "0"
-    )
-    process = spawn(args)
-    assert wait_for(lambda: emulator.stats.in_flight >= CONCURRENCY, 20)
-    os.kill(process.pid, signal.SIGTERM)
+    process, args, output, ids = sigterm_mid_run(emulator, tmp, spawn, drain_timeout="0")
     exit_code, _, err = finish(process, timeout=20)
     assert exit_code == 143, err
     assert "waiting up to 0 s" in err
