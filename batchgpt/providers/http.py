@@ -1,10 +1,16 @@
-"""What every backend's HTTP client shares: the answer cap, Retry-After, curl's failures."""
+"""What every backend's HTTP client shares: the answer cap, Retry-After, curl's failures, the
+headers of a response."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, cast
 
 from batchgpt.errors import BadResponseError, ProviderError, TransportError, quote_body
+
+if TYPE_CHECKING:
+    from curl_cffi.requests import Response
 
 #: The largest response read (PROTOCOL.md §C6): libcurl stops a bigger one (`--max-answer-bytes`).
 DEFAULT_MAX_ANSWER_BYTES = 8 * 1024 * 1024
@@ -41,3 +47,9 @@ def too_big(what: str, max_answer_bytes: int) -> BadResponseError:
     return BadResponseError(
         f"{what}: the answer is larger than {max_answer_bytes} bytes (--max-answer-bytes)"
     )
+
+
+def response_headers(response: Response) -> Mapping[str, str]:
+    """A response's headers as curl_cffi keeps them: a mapping that reads names
+    case-insensitively (lowering them into a dict cost 30 µs a response)."""
+    return cast(Mapping[str, str], response.headers)

@@ -38,6 +38,7 @@ from batchgpt.providers.http import (
     DEFAULT_MAX_ANSWER_BYTES,
     curl_failure,
     parse_retry_after,
+    response_headers,
     too_big,
 )
 from batchgpt.records import content_text
@@ -271,7 +272,7 @@ class OpenAIClient:
         status, headers, raw = await self._post(payload)
         return answer_from(status, headers, raw, has_key=self._key is not None)
 
-    async def _post(self, payload: bytes) -> tuple[int, dict[str, str], bytes]:
+    async def _post(self, payload: bytes) -> tuple[int, Mapping[str, str], bytes]:
         from curl_cffi.requests.exceptions import RequestException, Timeout
 
         http = self._session()
@@ -290,13 +291,7 @@ class OpenAIClient:
         body = response.content
         if len(body) > self.max_answer_bytes:  # decoded size of a compressed answer
             raise too_big(f"POST {self.endpoint}", self.max_answer_bytes)
-        status = response.status_code
-        headers = (
-            {}
-            if 200 <= status < 300
-            else {k.lower(): v for k, v in response.headers.items() if v is not None}
-        )
-        return status, headers, self._scrub(body)
+        return response.status_code, response_headers(response), self._scrub(body)
 
     def _scrub(self, body: bytes) -> bytes:
         """`body` without the key, should the server echo it."""
