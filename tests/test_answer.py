@@ -427,8 +427,13 @@ stream_events = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(stream_events.map(orjson.dumps) | st.sampled_from([b"[DONE]", b"[LIMITED]", b"{x"])),
-    st.sampled_from([b"\n\n", b"\r\n\r\n", b"\nevent: message\n\n"]),
+    st.lists(
+        stream_events.map(orjson.dumps)
+        | st.sampled_from([b"[DONE]", b"[LIMITED]", b"{x", b'"data: x"'])
+        # two events on one data line: one broken event to the decoder, not two pieces
+        | st.lists(stream_events.map(orjson.dumps), min_size=2, max_size=2).map(b",".join)
+    ),
+    st.sampled_from([b"\n\n", b"\r\n\r\n", b"\nevent: message\n\n", b" \n\n", b"\n"]),
 )
 def test_a_whole_stream_reads_as_line_by_line(payloads: list[bytes], separator: bytes) -> None:
     """parse_answer decodes a whole stream in one go; it must say what SseDecoder says."""

@@ -144,21 +144,31 @@ def is_event_stream(headers: Mapping[str, str], body_start: bytes) -> bool:
     return "text/event-stream" in headers.get("content-type", "") or body_start.startswith(b"data:")
 
 
+_FIRST_EVENT = b"data: "
+_BETWEEN_EVENTS = b"\n\ndata: "
+_DONE_EVENT = b"\n\ndata: [DONE]\n\n"
+
+
 def _stream_text(body: bytes) -> str:
     """The answer in a whole event stream: what `SseDecoder` says line by line, with the plain
-    case (every event a piece of the answer, then `[DONE]`) decoded in one orjson call. Anything
-    else (a refusal, a broken event, no `[DONE]`) is read by the decoder, which says what it is."""
-    payloads = [line[5:].strip() for line in body.split(b"\n") if line.startswith(b"data:")]
-    if (
-        len(payloads) == body.count(b"data:")  # no other data line for the decoder to find
-        and payloads[-1:] == [b"[DONE]"]
-        and payloads.count(b"[DONE]") == 1
-    ):
+    case (`data: EVENT` blocks, each event one JSON object carrying a piece of the answer, then
+    `data: [DONE]`) decoded in one orjson call. Anything else (a refusal, a broken event, another
+    kind of line, CR line ends, no `[DONE]`) is read by the decoder, which says what it is."""
+    if body.startswith(_FIRST_EVENT) and body.endswith(_DONE_EVENT):
+        events_part = body[len(_FIRST_EVENT) : -len(_DONE_EVENT)]
         try:
-            events = orjson.loads(b"[" + b",".join(payloads[:-1]) + b"]")
-            if all(_REFUSAL_KEYS.isdisjoint(event) for event in events):
-                pieces = [event["choices"][0]["delta"].get("content") or "" for event in events]
-                if all(isinstance(piece, str) for piece in pieces):
+            # JSON strings hold no raw newline, so every separator is one between two events
+            events = orjson.loads(b"[" + events_part.replace(_BETWEEN_EVENTS, b",") + b"]")
+            if len(events) == events_part.count(_BETWEEN_EVENTS) + 1:  # no event is two
+                pieces = []
+                for event in events:
+                    if not _REFUSAL_KEYS.isdisjoint(event):
+                        break
+                    piece = event["choices"][0]["delta"].get("content") or ""
+                    if not isinstance(piece, str):
+                        break
+                    pieces.append(piece)
+                else:
                     return "".join(pieces)
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
             pass
