@@ -42,8 +42,7 @@ from batchgpt.errors import (
     file_errors,
 )
 from batchgpt.formats import Outcome, decode_outcome
-from batchgpt.inputs import IdIndex, LineSet
-from batchgpt.records import id_key
+from batchgpt.inputs import IdIndex, LineSet, index_key
 
 CHECKPOINT_VERSION = 1
 
@@ -306,15 +305,18 @@ class RecoveredOutput:
     cut_bytes: int = 0
     dropped_lines: int = 0
 
-    def add(self, record: Outcome) -> None:
+    def add(self, record: Outcome) -> bool:
+        """Count `record` in; False (and nothing counted) when its line is done already."""
         assert record.line is not None  # decode_outcome guarantees it
-        self.done.add(record.line)
+        if not self.done.add(record.line):
+            return False
         if record.id is not None:
-            self.seen.setdefault(id_key(record.id), record.line)
+            self.seen.setdefault(index_key(record.id), record.line)
         if record.ok:
             self.ok += 1
         else:
             self.errors[record.kind or "unknown"] += 1
+        return True
 
 
 #: How many lines recovery reads between two looks at its `stop`.
@@ -342,10 +344,8 @@ def _scan(
                 except ValueError as exc:
                     reason = f"not a result line ({str(exc)[:80]})"
                 else:
-                    if record.line in recovered.done:
+                    if not recovered.add(record):
                         reason = f"second result for input line {record.line}"
-                    else:
-                        recovered.add(record)
             if reason:
                 bad.append((number, offset, reason))
             offset += len(raw)

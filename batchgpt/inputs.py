@@ -2,7 +2,7 @@
 
 Lines end at `\\n` (a `\\r` before it is dropped); a UTF-8 BOM is ignored; blank lines are skipped.
 Lines already done (by number) are skipped without parsing. Duplicate ids are found with an
-`IdIndex` of 64-bit id hashes, about 12 bytes per id, so a million-line file costs ~25 MB.
+`IdIndex` of 63-bit id hashes, about 12 bytes per id, so a million-line file costs ~25 MB.
 """
 
 from __future__ import annotations
@@ -14,18 +14,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchgpt.errors import file_errors
-from batchgpt.records import InvalidLine, ModelCheck, PromptRecord, id_key, parse_line
+from batchgpt.records import Id, InvalidLine, ModelCheck, PromptRecord, id_key, parse_line
 
 BOM = b"\xef\xbb\xbf"
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 _CHUNK = 1024 * 1024
 
 
+_KEY_BITS = (1 << 63) - 1
+
+
+def index_key(record_id: Id) -> int:
+    """An `IdIndex` key: a nonzero 63-bit hash of the id's text (5 and "5" are one id). Python's
+    own string hash, a third of `id_key`'s cost, is enough for an index that lives in one process;
+    shards, which must agree across processes, use `id_key`."""
+    return (hash(str(record_id)) & _KEY_BITS) | 1
+
+
 class IdIndex:
     """id hash → first line number, as an open-addressing table in two flat arrays.
 
     A Python dict of a million ints costs ~120 MB; this costs ~25 MB, which keeps a million-line
-    run under its memory target. Keys are `id_key` values (never 0, which marks a free slot).
+    run under its memory target. Keys are `index_key` values (never 0, which marks a free slot).
     """
 
     def __init__(self, capacity: int = 1 << 10) -> None:
@@ -53,11 +63,17 @@ class IdIndex:
         return line
 
     def _grow(self) -> None:
-        old_keys, old_lines = self._keys, self._lines
-        self.__init__(2 * len(old_keys))  # type: ignore[misc]
-        for key, line in zip(old_keys, old_lines, strict=True):
-            if key:
-                self.setdefault(key, line)
+        """Twice the slots, every entry placed again (the keys are distinct: no lookups)."""
+        entries = [(key, line) for key, line in zip(self._keys, self._lines, strict=True) if key]
+        self.__init__(2 * len(self._keys))  # type: ignore[misc]
+        keys, lines, mask = self._keys, self._lines, self._mask
+        for key, line in entries:
+            slot = key & mask
+            while keys[slot]:
+                slot = (slot + 1) & mask
+            keys[slot] = key
+            lines[slot] = line
+        self._size = len(entries)
 
 
 class LineSet:
@@ -67,13 +83,17 @@ class LineSet:
         self._bits = bytearray()
         self.count = 0
 
-    def add(self, line: int) -> None:
+    def add(self, line: int) -> bool:
+        """Add `line`; False when it was there already."""
         index, bit = divmod(line, 8)
-        if index >= len(self._bits):
-            self._bits.extend(bytes(max(index + 1 - len(self._bits), len(self._bits))))
-        if not self._bits[index] >> bit & 1:
-            self._bits[index] |= 1 << bit
-            self.count += 1
+        bits = self._bits
+        if index >= len(bits):
+            bits.extend(bytes(max(index + 1 - len(bits), len(bits))))
+        if bits[index] >> bit & 1:
+            return False
+        bits[index] |= 1 << bit
+        self.count += 1
+        return True
 
     def __contains__(self, line: object) -> bool:
         if not isinstance(line, int):
@@ -156,11 +176,10 @@ def read_prompts(
         if not raw.strip():
             continue
         item = parse_line(raw, number, default_model, check_model)
-        key = id_key(number if item.id is None else item.id)
-        if shard is not None and not shard.owns(key):
+        if shard is not None and not shard.owns(id_key(number if item.id is None else item.id)):
             continue
         if item.id is not None:
-            first = seen.setdefault(key, number)
+            first = seen.setdefault(index_key(item.id), number)
             if first != number:
                 yield InvalidLine(None, number, f"duplicate id {item.id!r} (first on line {first})")
                 continue

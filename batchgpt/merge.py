@@ -52,7 +52,7 @@ def merge_outputs(output: Path, sources: list[Path], *, input_path: Path | None 
                                 "resume that shard first"
                             )
                         assert record.line is not None
-                        if record.line in seen:
+                        if not seen.add(record.line):
                             if len(duplicates) < SHOWN:
                                 duplicates.append(
                                     f"id {record.id!r} (input line {record.line}) in {shard}"
@@ -60,7 +60,6 @@ def merge_outputs(output: Path, sources: list[Path], *, input_path: Path | None 
                             else:
                                 duplicates.append("")
                             continue
-                        seen.add(record.line)
                         target.write(raw)
             target.flush()
             os.fsync(target.fileno())

@@ -58,7 +58,8 @@ class LineError(ValueError):
 
 
 def id_key(record_id: Id) -> int:
-    """A stable 63-bit hash of an id's text (5 and "5" are one id, as in OpenAI's custom_id)."""
+    """A 63-bit hash of an id's text, the same in every process, so shards agree on who owns an
+    id (5 and "5" are one id, as in OpenAI's custom_id)."""
     digest = hashlib.blake2b(str(record_id).encode(), digest_size=8).digest()
     return (int.from_bytes(digest, "big") >> 1) | 1
 

@@ -19,7 +19,15 @@ from support import MAX_LINE, line_id, mixed_file, read_results, run_job, sent_m
 
 from batchgpt.emulator import expected_answer
 from batchgpt.errors import INVALID_INPUT
-from batchgpt.inputs import BOM, IdIndex, LineSet, Shard, physical_lines, read_prompts
+from batchgpt.inputs import (
+    BOM,
+    IdIndex,
+    LineSet,
+    Shard,
+    index_key,
+    physical_lines,
+    read_prompts,
+)
 from batchgpt.providers.chatgpt_es.backend import ChatGptEsBackend
 from batchgpt.records import InvalidLine, PromptRecord, id_key
 
@@ -237,18 +245,25 @@ def test_id_index_behaves_like_a_dict(pairs: list[tuple[int, int]]) -> None:
 
 def test_id_index_keeps_every_key_through_many_growths() -> None:
     index = IdIndex(capacity=2)
-    keys = [id_key(f"id-{n}") for n in range(5000)]
+    keys = [index_key(f"id-{n}") for n in range(5000)]
     for line, key in enumerate(keys, start=1):
         assert index.setdefault(key, line) == line
     assert len(index) == 5000
     assert all(index.setdefault(key, 0) == line for line, key in enumerate(keys, start=1))
 
 
+def test_index_keys_are_nonzero_63_bit_and_treat_5_and_text_5_alike() -> None:
+    assert index_key(5) == index_key("5")
+    keys = {index_key(f"id-{n}") for n in range(10_000)}
+    assert len(keys) == 10_000
+    assert all(0 < key < 2**63 and key & 1 for key in keys)
+
+
 @given(st.lists(st.integers(0, 5000)), st.lists(st.integers(0, 6000)))
 def test_line_set_behaves_like_a_set(added: list[int], probes: list[int]) -> None:
     lines, model = LineSet(), set()
     for line in added:
-        lines.add(line)
+        assert lines.add(line) == (line not in model)
         model.add(line)
     assert lines.count == len(model)
     assert all((probe in lines) == (probe in model) for probe in probes + added)
