@@ -96,6 +96,33 @@ async def _bare_loop(
         return time.perf_counter() - started
 
 
+async def _session_loop(url: str, input_path: Path, concurrency: int, chat: str) -> float:
+    """The middle step between the bare loop and the CLI: batchgpt's own `ChatGptEsSession`
+    (one, as the bare loop has one curl_cffi session) driven by `concurrency` workers, answers
+    parsed and thrown away. What it adds over the bare loop is the session layer; what the CLI
+    adds over it is the pipeline (input, output, checkpoints, retries, four sessions)."""
+    from batchgpt.providers.chatgpt_es.session import ChatGptEsSession
+
+    with input_path.open("rb") as lines:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for line in lines:
+            queue.put_nowait(
+                ChatGptEs.format_message(
+                    [{"role": "user", "content": orjson.loads(line)["prompt"]}]
+                )
+            )
+    async with ChatGptEsSession(url, max_clients=concurrency + 1, chat=chat) as session:
+        await session.connect()
+
+        async def worker() -> None:
+            while not queue.empty():
+                await session.send(queue.get_nowait())
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
 def requests_of(stats: dict[str, Any]) -> int:
     """Every request the emulator counted: page GETs, chat POSTs, AIPKit's stream GETs."""
     return int(stats["gets"] + stats["posts"] + stats["streams"] + stats["refreshes"])
@@ -104,21 +131,29 @@ def requests_of(stats: dict[str, Any]) -> int:
 def overhead(out: Path, work: Path, prompts: int = 20_000, rounds: int = 5) -> None:
     """batchgpt against the bare loop in each chat generation, interleaved over `rounds`, zero
     latency, 32 in flight; medians reported. batchgpt's time is the whole CLI (start-up, input
-    hashing, resume scan, output, checkpoints). The client's CPU time per prompt is the steadier
-    measure on a shared machine: wall time moves with whatever else the cores are doing."""
+    hashing, resume scan, output, checkpoints); the session layer alone is the row between. The
+    client's CPU time per prompt is the steadier measure on a shared machine: wall time moves
+    with whatever else the cores are doing."""
     input_path = write_prompts(work / "overhead.jsonl", prompts)
     rows = []
     for chat in ("legacy", "aipkit"):
-        seconds: dict[str, list[float]] = {"bare curl_cffi loop": [], "batchgpt run": []}
-        cpu: dict[str, list[float]] = {name: [] for name in seconds}
-        requests = 0.0
         with emulator_process(chat=chat) as url:
+            loops = {
+                "bare curl_cffi loop": functools.partial(
+                    _bare_loop, url, input_path, 32, chat, scrape_each=False
+                ),
+                "batchgpt session layer": functools.partial(
+                    _session_loop, url, input_path, 32, chat
+                ),
+            }
+            seconds: dict[str, list[float]] = {name: [] for name in [*loops, "batchgpt run"]}
+            cpu: dict[str, list[float]] = {name: [] for name in seconds}
+            requests = 0.0
             for round_ in range(rounds):
-                before = time.process_time()
-                seconds["bare curl_cffi loop"].append(
-                    asyncio.run(_bare_loop(url, input_path, 32, chat, scrape_each=False))
-                )
-                cpu["bare curl_cffi loop"].append(time.process_time() - before)
+                for name, loop in loops.items():
+                    before = time.process_time()
+                    seconds[name].append(asyncio.run(loop()))
+                    cpu[name].append(time.process_time() - before)
                 control(url, reset_stats=True)
                 children = _children_cpu()
                 elapsed, code, err = run_cli(
