@@ -328,6 +328,7 @@ aipkit_events = st.one_of(
     st.just(PADDING),
     st.just(b"data: {broken\n\n"),
     st.just(b'data: {"delta":\ndata: "split"}\n\n'),
+    st.just(b'data: {"delta":"two"},{"delta":"events"}\n\n'),  # one broken event, not two
     st.just(b'event: done\r\ndata: {"finished":true}\r\n\r\n'),
 )
 
