@@ -722,6 +722,28 @@ def test_lines_appended_mid_run_wait_for_the_next_run_which_processes_them(
     assert emulator.stats.posts == len(first) + len(appended) + 2
 
 
+def test_an_appended_line_reusing_an_id_answered_by_an_earlier_run_is_a_duplicate(
+    emulator, tmp: Path
+) -> None:
+    """The ids read back from the output on resume and those read from the input meet in one
+    index: a line added later with an answered id is refused and names that id's first line."""
+    prompts, output = tmp / "prompts.jsonl", tmp / "prompts.results.jsonl"
+    first = write_prompts(prompts, 3)
+    args = run_args(prompts, emulator.url)
+    assert batchgpt(args).returncode == 0
+    with prompts.open("a") as stream:
+        stream.write(prompt_line(first[1]))
+
+    grown = batchgpt(args)
+
+    assert grown.returncode == 1, grown.stderr
+    added = read_results(output)[-1]
+    assert added["line"] == 4 and added["status"] == "error"
+    assert added["error"]["kind"] == "invalid_input"
+    assert f"duplicate id '{first[1]}' (first on line 2)" in added["error"]["message"]
+    assert emulator.stats.posts == len(first)
+
+
 def test_an_edited_byte_is_refused_even_when_lines_were_appended(emulator, tmp: Path) -> None:
     prompts = tmp / "prompts.jsonl"
     write_prompts(prompts, 10)
