@@ -414,10 +414,9 @@ def _rewrite(
                     record: Outcome | None = decode_outcome(raw)
                 except ValueError:
                     record = None
-                if record is None or record.line in recovered.done or (drop and drop(record)):
+                if record is None or (drop and drop(record)) or not recovered.add(record):
                     recovered.dropped_lines += 1
                     continue
-                recovered.add(record)
                 target.write(raw)
             target.flush()
             os.fsync(target.fileno())
