@@ -34,7 +34,7 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def curl_failure(what: str, exc: Exception, max_answer_bytes: int) -> ProviderError:
+def curl_failure(what: str, exc: BaseException, max_answer_bytes: int) -> ProviderError:
     """The error a curl_cffi request failure stands for: an answer over the cap is a retryable
     bad_response naming the cap, anything else a connection failure with curl's own words."""
     if getattr(exc, "code", None) == CURLE_FILESIZE_EXCEEDED:

@@ -26,7 +26,6 @@ from batchgpt.errors import (
     NonceError,
     NoNonceError,
     ProviderError,
-    RequestTimeoutError,
     SiteChangedError,
     quote_body,
 )
@@ -40,13 +39,11 @@ from batchgpt.providers.chatgpt_es.answer import (
 from batchgpt.providers.chatgpt_es.message import SYSTEM_PROMPT, format_message
 from batchgpt.providers.chatgpt_es.page import AipkitBot, ChatPage, LegacyChat, read_chat_page
 from batchgpt.providers.chatgpt_es.wordpress import AJAX_PATH, CHATS
-from batchgpt.providers.http import DEFAULT_MAX_ANSWER_BYTES, curl_failure, response_headers
+from batchgpt.providers.http import DEFAULT_MAX_ANSWER_BYTES
 
 if TYPE_CHECKING:
-    from curl_cffi.requests import AsyncSession, Response
-    from curl_cffi.requests.session import HttpMethod
-
     from batchgpt.pacing import Pacer
+    from batchgpt.providers.transport import BrowserTransport, StreamedReply
 
 T = TypeVar("T")
 #: What a session asks: the legacy chat widget, or one AIPKit bot.
@@ -89,9 +86,9 @@ class MissingBotError(SiteChangedError):
 
 
 class _CookieJar:
-    """A curl_cffi session plus the number of requests still using it."""
+    """A transport (one cookie jar) plus the number of requests still using it."""
 
-    def __init__(self, http: AsyncSession[Any]) -> None:
+    def __init__(self, http: BrowserTransport) -> None:
         self.http = http
         self.in_flight = 0
         self.retired = False
@@ -244,13 +241,13 @@ class ChatGptEsSession:
     async def _legacy_stream(self, chat: LegacyChat, message: str) -> AsyncIterator[str]:
         data = legacy.chat_form(chat, message, self.url, self._client_id)
         async with self._open("chat", "POST", self.api_endpoint, data=data) as stream:
-            response = stream.response
-            if response.status_code != 200 or not legacy.is_event_stream(stream.headers, b""):
+            reply = stream.reply
+            if reply.status != 200 or not legacy.is_event_stream(reply.headers, b""):
                 body = await stream.body()
-                yield legacy.parse_answer(response.status_code, stream.headers, body)
+                yield legacy.parse_answer(reply.status, reply.headers, body)
                 return
             decoder = legacy.SseDecoder()
-            async for line in response.aiter_lines():
+            async for line in reply.aiter_lines():
                 if delta := decoder.feed(line):
                     yield delta
             decoder.finish()
@@ -267,16 +264,16 @@ class ChatGptEsSession:
                 headers=STREAM_HEADERS,
                 paced=False,
             ) as stream:
-                response = stream.response
-                if response.status_code != 200 or "text/event-stream" not in stream.headers.get(
+                reply = stream.reply
+                if reply.status != 200 or "text/event-stream" not in reply.headers.get(
                     "content-type", ""
                 ):
                     body = await stream.body()
-                    yield aipkit.parse_stream(response.status_code, stream.headers, body)
+                    yield aipkit.parse_stream(reply.status, reply.headers, body)
                     return
                 decoder = aipkit.StreamDecoder()
                 try:
-                    async for line in response.aiter_lines():
+                    async for line in reply.aiter_lines():
                         if delta := decoder.feed(line):
                             yield delta
                     decoder.finish()
@@ -359,62 +356,54 @@ class ChatGptEsSession:
 
     # HTTP -------------------------------------------------------------------------------------
     async def _request(
-        self, kind: str, method: HttpMethod, url: str, *, paced: bool = True, **kwargs: Any
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        """One whole request; `paced` ones wait for the run's rate limiter first. The headers are
-        curl_cffi's own mapping, which reads names case-insensitively."""
-        if kind in ("chat", "cache"):
-            self.posts += 1
-        elif kind == "stream":
-            self.streams += 1
-        jar = await self._acquire()
-        try:
-            response = await self._send(jar, kind, method, url, paced=paced, **kwargs)
-            headers = response_headers(response)
-            self._retire_on_challenge(jar, response.status_code, headers, response.content)
-        finally:
-            await self._release(jar)
-        return response.status_code, headers, response.content
-
-    def _open(
-        self, kind: str, method: HttpMethod, url: str, *, paced: bool = True, **kwargs: Any
-    ) -> _OpenStream:
-        """A streamed request, to read with `async with`."""
-        if kind in ("chat", "cache"):
-            self.posts += 1
-        elif kind == "stream":
-            self.streams += 1
-        return _OpenStream(self, kind, method, url, paced, kwargs)
-
-    async def _send(
         self,
-        jar: _CookieJar,
         kind: str,
-        method: HttpMethod,
+        method: str,
         url: str,
         *,
-        paced: bool,
-        **kwargs: Any,
-    ) -> Response:
-        from curl_cffi.requests.exceptions import RequestException, Timeout
+        paced: bool = True,
+        **kwargs: Mapping[str, str],
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One whole request; `paced` ones wait for the run's rate limiter first. The header
+        names are in lower case."""
+        self._count(kind)
+        jar = await self._acquire()
+        try:
+            await self._pace(paced)
+            started = time.monotonic()
+            try:
+                status, headers, body = await jar.http.request(method, url, **kwargs)
+            except ProviderError as error:
+                self._record(kind, method, url, None, started, error)
+                raise
+            self._record(kind, method, url, status, started, None)
+            self._retire_on_challenge(jar, status, headers, body)
+        finally:
+            await self._release(jar)
+        return status, headers, body
 
+    def _open(
+        self,
+        kind: str,
+        method: str,
+        url: str,
+        *,
+        paced: bool = True,
+        **kwargs: Mapping[str, str],
+    ) -> _OpenStream:
+        """A streamed request, to read with `async with`."""
+        self._count(kind)
+        return _OpenStream(self, kind, method, url, paced, kwargs)
+
+    def _count(self, kind: str) -> None:
+        if kind in ("chat", "cache"):
+            self.posts += 1
+        elif kind == "stream":
+            self.streams += 1
+
+    async def _pace(self, paced: bool) -> None:
         if paced and self.limiter is not None:
             await self.limiter.acquire()
-        started = time.monotonic()
-        try:
-            response = await jar.http.request(method, url, timeout=self.timeout, **kwargs)
-        except Timeout as exc:
-            error: ProviderError = RequestTimeoutError(
-                f"{method} {url} timed out after {self.timeout:g} s"
-            )
-            self._record(kind, method, url, None, started, error)
-            raise error from exc
-        except RequestException as exc:
-            error = curl_failure(f"{method} {url}", exc, self.max_answer_bytes)
-            self._record(kind, method, url, None, started, error)
-            raise error from exc
-        self._record(kind, method, url, response.status_code, started, None)
-        return response
 
     def _record(
         self,
@@ -451,65 +440,70 @@ class ChatGptEsSession:
         if jar.retired and jar.in_flight == 0:
             await jar.http.close()
 
-    def _new_http(self) -> AsyncSession[Any]:
+    def _new_http(self) -> BrowserTransport:
         try:
-            from curl_cffi import CurlOpt
-            from curl_cffi.requests import AsyncSession
+            from batchgpt.providers.transport import BrowserTransport
         except ImportError as exc:
             raise MissingRequirementsError(
-                'Install or update "curl_cffi" package | pip install -U curl_cffi'
+                'Install or update "curl_cffi" package | pip install -U "curl_cffi>=0.17"'
             ) from exc
-        return AsyncSession(
+        return BrowserTransport(
             headers=browser_headers(self.origin, self.url),
+            browser=IMPERSONATE,
             proxy=self.proxy,
-            impersonate=IMPERSONATE,
+            timeout=self.timeout,
+            max_answer_bytes=self.max_answer_bytes,
             max_clients=self.max_clients,
-            curl_options={CurlOpt.MAXFILESIZE_LARGE: self.max_answer_bytes},
         )
 
 
 class _OpenStream:
-    """`async with session._open(...) as stream`: a streamed response (`stream.response`) whose
-    cookie jar is held until it is closed."""
+    """`async with session._open(...) as stream`: a streamed reply (`stream.reply`) whose cookie
+    jar is held until it is closed."""
 
     def __init__(
         self,
         session: ChatGptEsSession,
         kind: str,
-        method: HttpMethod,
+        method: str,
         url: str,
         paced: bool,
-        kwargs: dict[str, Any],
+        kwargs: dict[str, Mapping[str, str]],
     ) -> None:
         self._session = session
         self._args = (kind, method, url, paced, kwargs)
         self._jar: _CookieJar | None = None
-        self.response: Response
-        self.headers: Mapping[str, str] = {}
+        self.reply: StreamedReply
 
     async def __aenter__(self) -> _OpenStream:
         kind, method, url, paced, kwargs = self._args
-        self._jar = await self._session._acquire()
+        session = self._session
+        self._jar = await session._acquire()
         try:
-            self.response = await self._session._send(
-                self._jar, kind, method, url, paced=paced, stream=True, **kwargs
-            )
+            await session._pace(paced)
+            started = time.monotonic()
+            try:
+                self.reply = await self._jar.http.stream(method, url, **kwargs)
+            except ProviderError as error:
+                session._record(kind, method, url, None, started, error)
+                raise
+            session._record(kind, method, url, self.reply.status, started, None)
         except BaseException:
-            await self._session._release(self._jar)
+            await session._release(self._jar)
             raise
-        self.headers = response_headers(self.response)
         return self
 
     async def body(self) -> bytes:
         """The whole body of a response that is not the expected stream (an error page)."""
         assert self._jar is not None
-        body = await self.response.acontent()
-        self._session._retire_on_challenge(self._jar, self.response.status_code, self.headers, body)
+        reply = self.reply
+        body = await reply.read()
+        self._session._retire_on_challenge(self._jar, reply.status, reply.headers, body)
         return body
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._jar is not None
         try:
-            await self.response.aclose()
+            await self.reply.aclose()
         finally:
             await self._session._release(self._jar)
