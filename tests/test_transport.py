@@ -170,6 +170,22 @@ def test_read_headers_keeps_the_last_response_and_joins_repeats() -> None:
         b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nX-Long: one\r\n two\r\n\r\n"
     )
     assert read_headers(block) == {"set-cookie": "a=1, b=2", "x-long": "one two"}
+    # a server that ends its lines with a bare newline is read the same
+    assert read_headers(b"HTTP/1.1 200 OK\nContent-Type: text/event-stream\n\n") == {
+        "content-type": "text/event-stream"
+    }
+
+
+async def test_a_get_with_a_form_is_refused_before_anything_is_sent(site) -> None:
+    transport = _transport()
+    try:
+        with pytest.raises(ValueError, match="a GET sends no form"):
+            await transport.request("GET", site.url + "/echo", data={"a": "1"})
+        status, _, body = await transport.request("GET", site.url + "/echo")
+    finally:
+        await transport.close()
+    assert (status, body) == (200, b"GET {} {}")
+    assert len(site.headers) == 1
 
 
 async def test_failures_are_provider_errors_and_the_handle_serves_again(site) -> None:
@@ -183,7 +199,10 @@ async def test_failures_are_provider_errors_and_the_handle_serves_again(site) ->
         assert (status, body) == (200, b"x" * 9)
         with pytest.raises(BadResponseError, match="larger than 1000 bytes"):
             reply = await transport.stream("GET", site.url + "/big", params={"bytes": "5000"})
-            await reply.read()
+            try:  # libcurl knows the length: the stream fails at once, or else while read
+                await reply.read()
+            finally:
+                await reply.aclose()
     finally:
         await transport.close()
     closed = _transport()

@@ -3,12 +3,12 @@
 curl_cffi's `AsyncSession` sets every option of every request anew: the impersonated browser, the
 merged headers, the cookies copied from its Python jar into libcurl and back. At zero latency that
 is 40 % of a bare request loop's time, more than all of batchgpt's own work. Here a handle is set
-up once with what never changes in a session (the browser it impersonates, the proxy, the headers,
-the timeout, the answer cap, redirects) and a request gives it only its URL and body. The handles
-share one libcurl cookie store (`CurlShare`), so a session's cookies are one jar across all of
-them, as in a browser. The options are the ones curl_cffi sets for the same request, in its
-order, so the site sees the same client; curl_cffi's own `AsyncCurl` drives the transfers on the
-event loop.
+up once with what never changes in a session (the browser it impersonates, the headers, the
+timeout, the answer cap, redirects) and a request gives it only its URL, proxy and body. The
+handles share one libcurl share handle (`CurlShare`: cookies, DNS and TLS sessions), so a session's
+cookies are one jar across all of them, as in a browser. The option values are the ones curl_cffi
+sets for the same request, so the site sees the same client; curl_cffi's own `AsyncCurl` drives
+the transfers on the event loop. Forms go in POST bodies only; methods are given in capitals.
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ from curl_cffi import AsyncCurl, Curl, CurlError, CurlInfo, CurlOpt, CurlShare
 from curl_cffi.const import CurlLockData
 from curl_cffi.requests.impersonate import resolve_latest_browser_type
 
-from batchgpt.errors import MissingRequirementsError, ProviderError, RequestTimeoutError
+from batchgpt.errors import (
+    MissingRequirementsError,
+    ProviderError,
+    RequestTimeoutError,
+    TransportError,
+)
 from batchgpt.providers.http import curl_failure
 
 #: libcurl's CURLE_OPERATION_TIMEDOUT.
@@ -74,7 +79,7 @@ class BrowserTransport:
     ) -> tuple[int, dict[str, str], bytes]:
         """Status, headers (names in lower case) and body of one whole request; a failure is the
         `ProviderError` it stands for."""
-        kind: HandleKind = (method, False, tuple(headers.items()) if headers else ())
+        kind = self._kind(method, False, data, headers)
         async with self._slots:
             curl = self._take(kind)
             body, head = BytesIO(), BytesIO()
@@ -97,7 +102,7 @@ class BrowserTransport:
     ) -> StreamedReply:
         """A request whose body is read as it arrives: its status and headers are known when this
         returns; `aclose()` the reply when done with it."""
-        kind: HandleKind = (method, True, tuple(headers.items()) if headers else ())
+        kind = self._kind(method, True, data, headers)
         await self._slots.acquire()
         try:
             reply = StreamedReply(self, self._take(kind), kind, f"{method} {url}")
@@ -124,6 +129,14 @@ class BrowserTransport:
             self._share.close()
 
     # handles ----------------------------------------------------------------------------------
+    @staticmethod
+    def _kind(
+        method: str, streamed: bool, data: object, headers: Mapping[str, str] | None
+    ) -> HandleKind:
+        if data is not None and method == "GET":
+            raise ValueError("a GET sends no form: its parameters go in `params`")
+        return (method, streamed, tuple(headers.items()) if headers else ())
+
     def _take(self, kind: HandleKind) -> Curl:
         idle = self._idle.setdefault(kind, [])
         return idle.pop() if idle else self._new_handle(*kind)
@@ -171,14 +184,14 @@ class BrowserTransport:
         curl.setopt(CurlOpt.URL, url.encode())
         if self.proxy:
             self._aim_proxy(curl, url)
-        if method != "GET" or data:
+        if method != "GET":
             body = urlencode(data).encode() if data else b""
             curl.setopt(CurlOpt.POSTFIELDS, body)
             curl.setopt(CurlOpt.POSTFIELDSIZE, len(body))
 
     def _aim_proxy(self, curl: Curl, url: str) -> None:
-        """The proxy as curl_cffi sets it: a tunnel for https unless it is SOCKS, and a
-        connection of its own (no TLS session or credentials carried over from another)."""
+        """The proxy as curl_cffi sets it: a tunnel for https unless it is SOCKS, and no
+        connection reused across proxy credentials."""
         assert self.proxy is not None
         curl.setopt(CurlOpt.PROXY_CREDENTIAL_NO_REUSE, 1)
         curl.setopt(CurlOpt.PROXY, self.proxy)
@@ -196,21 +209,26 @@ class BrowserTransport:
             self._drop(curl)
             raise
 
-    def _failure(self, what: str, exc: BaseException) -> ProviderError:
+    def _failure(self, what: str, exc: BaseException, *, streamed: bool = False) -> ProviderError:
         if getattr(exc, "code", None) == CURLE_OPERATION_TIMEDOUT:
+            if streamed:  # a stream's limit is a stall, not its length
+                return RequestTimeoutError(f"{what} sent nothing for {self.timeout:g} s")
             return RequestTimeoutError(f"{what} timed out after {self.timeout:g} s")
         return curl_failure(what, exc, self.max_answer_bytes)
 
     def _drop(self, curl: Curl) -> None:
         """Stop a transfer that was not finished and close its handle."""
-        self._multi.remove_handle(curl)
+        with contextlib.suppress(CurlError):  # libcurl could not detach it: closing frees it
+            self._multi.remove_handle(curl)
         curl.close()
 
     def _give_back(self, curl: Curl, kind: HandleKind) -> None:
+        """An idle handle keeps its options, not its last request's buffers."""
         if self._closed:
             curl.close()
-        else:
-            self._idle[kind].append(curl)
+            return
+        curl.clean_handles_and_buffers(clear_headers=False, clear_resolve=False)
+        self._idle[kind].append(curl)
 
 
 class StreamedReply:
@@ -240,7 +258,10 @@ class StreamedReply:
         """Start the transfer and wait for the first piece of the body (or its end)."""
         self.curl.setopt(CurlOpt.HEADERDATA, self._head)
         self.curl.setopt(CurlOpt.WRITEFUNCTION, self._write)
-        self._done = self._transport._multi.add_handle(self.curl)
+        try:
+            self._done = self._transport._multi.add_handle(self.curl)
+        except CurlError as exc:
+            raise self._transport._failure(self._what, exc) from exc
         self._done.add_done_callback(self._finished)
         await self._started.wait()
         if self._failed_at_once is not None:
@@ -254,10 +275,15 @@ class StreamedReply:
         return len(chunk)
 
     def _finished(self, done: asyncio.Future[None]) -> None:
-        if done.cancelled():
-            return
-        if (error := done.exception()) is not None:
-            failure = self._transport._failure(self._what, error)
+        if self._closed:
+            return  # stopped by `aclose`: nobody reads on
+        if done.cancelled():  # AsyncCurl gave up on the handle
+            error: BaseException | None = TransportError(f"{self._what} failed: transfer lost")
+        else:
+            error = done.exception()
+        if error is not None:
+            failure = error if isinstance(error, ProviderError) else None
+            failure = failure or self._transport._failure(self._what, error, streamed=True)
             if not self._started.is_set():
                 self._failed_at_once = failure  # before any of the body: `start` raises it
             self._chunks.put_nowait(failure)
@@ -293,18 +319,20 @@ class StreamedReply:
             return
         self._closed = True
         transport = self._transport
-        if self._done is not None and not self._done.done():
-            transport._drop(self.curl)
-        else:
-            transport._give_back(self.curl, self._kind)
-        transport._slots.release()
+        try:
+            if self._done is not None and not self._done.done():
+                transport._drop(self.curl)
+            else:
+                transport._give_back(self.curl, self._kind)
+        finally:
+            transport._slots.release()
 
 
 def read_headers(block: bytes) -> dict[str, str]:
     """The headers of the last response in `block` (redirects put several there), names in
     lower case; a repeated header's values joined with ", "."""
     headers: dict[str, str] = {}
-    for line in block.decode("latin-1").split("\r\n"):
+    for line in block.decode("latin-1").splitlines():
         if line.startswith("HTTP/"):
             headers = {}
         elif line[:1] in (" ", "\t") and headers:

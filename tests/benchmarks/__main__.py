@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import resource
 import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +40,64 @@ from tests.benchmarks.harness import (
 )
 from tests.benchmarks.openai_runners import openai_runners
 
+#: Sends one request, returns its status and body.
+Send = Callable[..., Awaitable[tuple[int, bytes]]]
+
+
+@contextlib.asynccontextmanager
+async def _bare_client(url: str, concurrency: int, http: str) -> AsyncIterator[Send]:
+    """The bare loops' HTTP client: one curl_cffi `AsyncSession` (the floor issue 19 names), or
+    one of batchgpt's own `BrowserTransport` (the same transport as batchgpt, none of its work)."""
+    if http == "curl_cffi":
+        from curl_cffi.requests import AsyncSession
+
+        async with AsyncSession(
+            headers=browser_headers(url, url),
+            impersonate=IMPERSONATE,
+            max_clients=concurrency + 1,
+        ) as session:
+
+            async def send_curl_cffi(method: str, target: str, **kwargs: Any) -> tuple[int, bytes]:
+                reply = await session.request(method, target, **kwargs)
+                return reply.status_code, reply.content
+
+            yield send_curl_cffi
+        return
+    from batchgpt.providers.http import DEFAULT_MAX_ANSWER_BYTES
+    from batchgpt.providers.transport import BrowserTransport
+
+    transport = BrowserTransport(
+        headers=browser_headers(url, url),
+        browser=IMPERSONATE,
+        proxy=None,
+        timeout=120.0,
+        max_answer_bytes=DEFAULT_MAX_ANSWER_BYTES,
+        max_clients=concurrency + 1,
+    )
+
+    async def send_transport(method: str, target: str, **kwargs: Any) -> tuple[int, bytes]:
+        status, _, body = await transport.request(method, target, **kwargs)
+        return status, body
+
+    try:
+        yield send_transport
+    finally:
+        await transport.close()
+
 
 async def _bare_loop(
-    url: str, input_path: Path, concurrency: int, chat: str, *, scrape_each: bool
+    url: str,
+    input_path: Path,
+    concurrency: int,
+    chat: str,
+    *,
+    scrape_each: bool,
+    http: str = "curl_cffi",
 ) -> float:
-    """The floor: one curl_cffi AsyncSession that scrapes once (or per prompt, as the seed did)
-    and sends each prompt of `input_path` (the file batchgpt is given) the way `chat` needs:
+    """The floor: one HTTP client (`_bare_client`) that scrapes once (or per prompt, as the seed
+    did) and sends each prompt of `input_path` (the file batchgpt is given) the way `chat` needs:
     legacy one POST, AIPKit a cache POST and its stream GET. No retries, no output, no
     checkpoint."""
-    from curl_cffi.requests import AsyncSession
-
     from batchgpt.providers.chatgpt_es import aipkit, legacy
     from batchgpt.providers.chatgpt_es.page import read_chat_page
 
@@ -61,12 +111,10 @@ async def _bare_loop(
         queue.put_nowait(message)
     guest = "bench-guest"
     client = legacy.client_id(guest)
-    async with AsyncSession(
-        headers=browser_headers(url, url), impersonate=IMPERSONATE, max_clients=concurrency + 1
-    ) as session:
+    async with _bare_client(url, concurrency, http) as send:
 
         async def scrape() -> Any:
-            page = read_chat_page((await session.get(url)).content)
+            page = read_chat_page((await send("GET", url))[1])
             found = page.aipkit.bots[0] if chat == "aipkit" and page.aipkit else page.legacy
             assert found is not None
             return found
@@ -79,19 +127,20 @@ async def _bare_loop(
                 target = await scrape() if scrape_each else chat_of_page
                 if chat == "legacy":
                     form = legacy.chat_form(target, message, url, client)
-                    reply = await session.post(url + AJAX_PATH, data=form)
-                    assert reply.status_code == 200 and b"[DONE]" in reply.content
+                    status, body = await send("POST", url + AJAX_PATH, data=form)
+                    assert status == 200 and b"[DONE]" in body
                     continue
-                cached = await session.post(
-                    url + AJAX_PATH, data=aipkit.cache_form(target, message)
+                _, cached = await send(
+                    "POST", url + AJAX_PATH, data=aipkit.cache_form(target, message)
                 )
-                key = orjson.loads(cached.content)["data"]["cache_key"]
-                reply = await session.get(
+                key = orjson.loads(cached)["data"]["cache_key"]
+                _, body = await send(
+                    "GET",
                     url + AJAX_PATH,
                     params=aipkit.stream_query(target, key, guest),
                     headers=STREAM_HEADERS,
                 )
-                assert b"event: done" in reply.content
+                assert b"event: done" in body
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -134,6 +183,7 @@ def overhead(out: Path, work: Path, prompts: int = 20_000, rounds: int = 5) -> N
     """batchgpt against the bare loop in each chat generation, interleaved over `rounds`, zero
     latency, 32 in flight; medians reported. batchgpt's time is the whole CLI (start-up, input
     hashing, resume scan, output, checkpoints); the session layer alone is the row between. The
+    bare loop on batchgpt's own transport shows what is left of batchgpt's work on top of it. The
     client's CPU time per prompt is the steadier measure on a shared machine: wall time moves
     with whatever else the cores are doing."""
     input_path = write_prompts(work / "overhead.jsonl", prompts)
@@ -143,6 +193,9 @@ def overhead(out: Path, work: Path, prompts: int = 20_000, rounds: int = 5) -> N
             loops = {
                 "bare curl_cffi loop": functools.partial(
                     _bare_loop, url, input_path, 32, chat, scrape_each=False
+                ),
+                "bare loop on BrowserTransport": functools.partial(
+                    _bare_loop, url, input_path, 32, chat, scrape_each=False, http="transport"
                 ),
                 "batchgpt session layer": functools.partial(
                     _session_loop, url, input_path, 32, chat

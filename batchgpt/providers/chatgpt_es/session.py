@@ -487,7 +487,11 @@ class _OpenStream:
             except ProviderError as error:
                 session._record(kind, method, url, None, started, error)
                 raise
-            session._record(kind, method, url, self.reply.status, started, None)
+            try:
+                session._record(kind, method, url, self.reply.status, started, None)
+            except BaseException:
+                await self.reply.aclose()
+                raise
         except BaseException:
             await session._release(self._jar)
             raise
