@@ -1,4 +1,4 @@
-"""`BrowserTransport` over loopback HTTP against a small aiohttp site: one cookie jar across all of
+"""`CurlTransport` over loopback HTTP against a small aiohttp site: one cookie jar across all of
 its libcurl handles (and none shared between transports), the browser's headers, redirects, the
 answer cap, timeouts, connection failures, the in-flight cap, and streamed bodies read line by
 line or stopped early."""
@@ -14,7 +14,7 @@ from aiohttp import web
 
 from batchgpt.emulator.server import serving_in_thread
 from batchgpt.errors import BadResponseError, RequestTimeoutError, TransportError
-from batchgpt.providers.transport import BrowserTransport, read_headers
+from batchgpt.providers.transport import CurlTransport, read_headers
 
 
 @dataclass
@@ -103,7 +103,7 @@ def site() -> Iterator[Site]:
         yield site
 
 
-def _transport(**settings: object) -> BrowserTransport:
+def _transport(**settings: object) -> CurlTransport:
     options: dict[str, object] = {
         "headers": {"origin": "http://site", "accept": "*/*"},
         "browser": "chrome",
@@ -113,7 +113,7 @@ def _transport(**settings: object) -> BrowserTransport:
         "max_clients": 8,
         **settings,
     }
-    return BrowserTransport(**options)  # type: ignore[arg-type]
+    return CurlTransport(**options)  # type: ignore[arg-type]
 
 
 async def test_one_cookie_jar_across_handles_and_none_shared_between_transports(site) -> None:

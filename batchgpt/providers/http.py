@@ -1,16 +1,21 @@
-"""What every backend's HTTP client shares: the answer cap, Retry-After, curl's failures, the
-headers of a response."""
+"""What every backend's HTTP client shares: the transport, the answer cap, Retry-After, curl's
+failures."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any
 
-from batchgpt.errors import BadResponseError, ProviderError, TransportError, quote_body
+from batchgpt.errors import (
+    BadResponseError,
+    MissingRequirementsError,
+    ProviderError,
+    TransportError,
+    quote_body,
+)
 
 if TYPE_CHECKING:
-    from curl_cffi.requests import Response
+    from batchgpt.providers.transport import CurlTransport
 
 #: The largest response read (PROTOCOL.md §C6): libcurl stops a bigger one (`--max-answer-bytes`).
 DEFAULT_MAX_ANSWER_BYTES = 8 * 1024 * 1024
@@ -49,7 +54,12 @@ def too_big(what: str, max_answer_bytes: int) -> BadResponseError:
     )
 
 
-def response_headers(response: Response) -> Mapping[str, str]:
-    """A response's headers as curl_cffi keeps them: a mapping that reads names
-    case-insensitively (lowering them into a dict cost 30 µs a response)."""
-    return cast(Mapping[str, str], response.headers)
+def curl_transport(**settings: Any) -> CurlTransport:
+    """A new `CurlTransport` (loaded on first use: curl_cffi stays out of start-up)."""
+    try:
+        from batchgpt.providers.transport import CurlTransport
+    except ImportError as exc:
+        raise MissingRequirementsError(
+            'Install or update "curl_cffi" package | pip install -U "curl_cffi>=0.17"'
+        ) from exc
+    return CurlTransport(**settings)

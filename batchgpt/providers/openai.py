@@ -23,7 +23,6 @@ from batchgpt.errors import (
     AuthError,
     BadRequestError,
     BadResponseError,
-    MissingRequirementsError,
     NotFoundError,
     ProviderError,
     QuotaError,
@@ -36,18 +35,17 @@ from batchgpt.formats import token_counts
 from batchgpt.providers.base import Answer, Backend, Messages
 from batchgpt.providers.http import (
     DEFAULT_MAX_ANSWER_BYTES,
-    curl_failure,
+    curl_transport,
     parse_retry_after,
-    response_headers,
     too_big,
 )
 from batchgpt.records import content_text
 
 if TYPE_CHECKING:
     from aiolimiter import AsyncLimiter
-    from curl_cffi.requests import AsyncSession
 
     from batchgpt.pacing import Pacer
+    from batchgpt.providers.transport import CurlTransport
 
 #: The largest answer body read (PROTOCOL.md §C6); a bigger one is a retryable bad_response.
 #: A module constant until the core `--max-answer-bytes` option exists.
@@ -213,7 +211,7 @@ class TokenBudget:
 
 
 class OpenAIClient:
-    """One HTTP session (curl_cffi, no impersonation) to an OpenAI-compatible API."""
+    """One HTTP session (a `CurlTransport`, no impersonation) to an OpenAI-compatible API."""
 
     def __init__(
         self,
@@ -236,7 +234,7 @@ class OpenAIClient:
         self.max_answer_bytes = max_answer_bytes
         self.requests = 0
         self._key = api_key or None
-        self._http: AsyncSession[Any] | None = None
+        self._http: CurlTransport | None = None
 
     async def __aenter__(self) -> OpenAIClient:
         return self
@@ -273,25 +271,17 @@ class OpenAIClient:
         return answer_from(status, headers, raw, has_key=self._key is not None)
 
     async def _post(self, payload: bytes) -> tuple[int, Mapping[str, str], bytes]:
-        from curl_cffi.requests.exceptions import RequestException, Timeout
-
-        http = self._session()
+        http = self._transport()
         if self.pacer is not None:
             await self.pacer.acquire()
         self.requests += 1
         try:
-            response = await http.post(self.endpoint, data=payload, timeout=self.timeout)
-        except Timeout as exc:
-            raise RequestTimeoutError(
-                f"POST {self.endpoint} timed out after {self.timeout:g} s"
-            ) from exc
-        except RequestException as exc:
-            error = curl_failure(f"POST {self.endpoint}", exc, self.max_answer_bytes)
-            raise type(error)(self._scrub(error.message.encode()).decode()) from exc
-        body = response.content
+            status, headers, body = await http.request("POST", self.endpoint, data=payload)
+        except ProviderError as error:
+            raise type(error)(self._scrub(error.message.encode()).decode()) from error
         if len(body) > self.max_answer_bytes:  # decoded size of a compressed answer
             raise too_big(f"POST {self.endpoint}", self.max_answer_bytes)
-        return response.status_code, response_headers(response), self._scrub(body)
+        return status, headers, self._scrub(body)
 
     def _scrub(self, body: bytes) -> bytes:
         """`body` without the key, should the server echo it."""
@@ -299,15 +289,8 @@ class OpenAIClient:
             return body.replace(self._key.encode(), b"***")
         return body
 
-    def _session(self) -> AsyncSession[Any]:
+    def _transport(self) -> CurlTransport:
         if self._http is None:
-            try:
-                from curl_cffi.const import CurlOpt
-                from curl_cffi.requests import AsyncSession
-            except ImportError as exc:
-                raise MissingRequirementsError(
-                    'Install or update "curl_cffi" package | pip install -U curl_cffi'
-                ) from exc
             headers = {
                 "content-type": "application/json",
                 "accept": "application/json",
@@ -315,11 +298,13 @@ class OpenAIClient:
             }
             if self._key is not None:
                 headers["authorization"] = f"Bearer {self._key}"
-            self._http = AsyncSession(
+            self._http = curl_transport(
                 headers=headers,
+                browser=None,
                 proxy=self.proxy,
+                timeout=self.timeout,
+                max_answer_bytes=self.max_answer_bytes,
                 max_clients=self.max_clients,
-                curl_options={CurlOpt.MAXFILESIZE_LARGE: self.max_answer_bytes},
             )
         return self._http
 

@@ -1,14 +1,16 @@
-"""`BrowserTransport`: the HTTP client of one cookie jar, on libcurl handles set up once.
+"""`CurlTransport`: the HTTP client of one cookie jar, on libcurl handles set up once; what both
+backends send with.
 
 curl_cffi's `AsyncSession` sets every option of every request anew: the impersonated browser, the
 merged headers, the cookies copied from its Python jar into libcurl and back. At zero latency that
 is 40 % of a bare request loop's time, more than all of batchgpt's own work. Here a handle is set
-up once with what never changes in a session (the browser it impersonates, the headers, the
-timeout, the answer cap, redirects) and a request gives it only its URL, proxy and body. The
+up once with what never changes in a session (the browser it impersonates, if any, the headers,
+the timeout, the answer cap, redirects) and a request gives it only its URL, proxy and body. The
 handles share one libcurl share handle (`CurlShare`: cookies, DNS and TLS sessions), so a session's
 cookies are one jar across all of them, as in a browser. The option values are the ones curl_cffi
 sets for the same request, so the site sees the same client; curl_cffi's own `AsyncCurl` drives
-the transfers on the event loop. Forms go in POST bodies only; methods are given in capitals.
+the transfers on the event loop. A body is a form or bytes, sent with POST only; methods are given
+in capitals.
 """
 
 from __future__ import annotations
@@ -40,24 +42,26 @@ ACCEPT_ENCODING = b"gzip, deflate, br"
 MAX_REDIRECTS = 30
 #: What a handle was set up for: method, streamed or whole, the headers added to the session's.
 HandleKind = tuple[str, bool, tuple[tuple[str, str], ...]]
+#: A request body: a form (URL-encoded) or bytes as they are.
+Body = Mapping[str, str] | bytes | None
 
 
-class BrowserTransport:
-    """Whole and streamed requests of one cookie jar, through one proxy, impersonating `browser`;
-    at most `max_clients` at once (the others wait)."""
+class CurlTransport:
+    """Whole and streamed requests of one cookie jar, through one proxy, impersonating `browser`
+    (None: libcurl as it is); at most `max_clients` at once (the others wait)."""
 
     def __init__(
         self,
         *,
         headers: Mapping[str, str],
-        browser: str,
+        browser: str | None,
         proxy: str | None,
         timeout: float,
         max_answer_bytes: int,
         max_clients: int,
     ) -> None:
         self.headers = dict(headers)
-        self.browser = resolve_latest_browser_type(browser)  # type: ignore[arg-type]
+        self.browser = resolve_latest_browser_type(browser) if browser else None  # type: ignore[arg-type]
         self.proxy = proxy
         self.timeout = timeout
         self.max_answer_bytes = max_answer_bytes
@@ -73,7 +77,7 @@ class BrowserTransport:
         method: str,
         url: str,
         *,
-        data: Mapping[str, str] | None = None,
+        data: Body = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
@@ -96,7 +100,7 @@ class BrowserTransport:
         method: str,
         url: str,
         *,
-        data: Mapping[str, str] | None = None,
+        data: Body = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> StreamedReply:
@@ -175,7 +179,7 @@ class BrowserTransport:
         curl: Curl,
         method: str,
         url: str,
-        data: Mapping[str, str] | None,
+        data: Body,
         params: Mapping[str, str] | None,
     ) -> None:
         """Give a handle what is this request's own: its URL (and proxy) and body."""
@@ -185,7 +189,7 @@ class BrowserTransport:
         if self.proxy:
             self._aim_proxy(curl, url)
         if method != "GET":
-            body = urlencode(data).encode() if data else b""
+            body = data if isinstance(data, bytes) else urlencode(data or {}).encode()
             curl.setopt(CurlOpt.POSTFIELDS, body)
             curl.setopt(CurlOpt.POSTFIELDSIZE, len(body))
 
@@ -236,7 +240,7 @@ class StreamedReply:
 
     def __init__(
         self,
-        transport: BrowserTransport,
+        transport: CurlTransport,
         curl: Curl,
         kind: HandleKind,
         what: str,

@@ -47,7 +47,7 @@ Send = Callable[..., Awaitable[tuple[int, bytes]]]
 @contextlib.asynccontextmanager
 async def _bare_client(url: str, concurrency: int, http: str) -> AsyncIterator[Send]:
     """The bare loops' HTTP client: one curl_cffi `AsyncSession` (the floor issue 19 names), or
-    one of batchgpt's own `BrowserTransport` (the same transport as batchgpt, none of its work)."""
+    one of batchgpt's own `CurlTransport` (the same transport as batchgpt, none of its work)."""
     if http == "curl_cffi":
         from curl_cffi.requests import AsyncSession
 
@@ -64,9 +64,9 @@ async def _bare_client(url: str, concurrency: int, http: str) -> AsyncIterator[S
             yield send_curl_cffi
         return
     from batchgpt.providers.http import DEFAULT_MAX_ANSWER_BYTES
-    from batchgpt.providers.transport import BrowserTransport
+    from batchgpt.providers.transport import CurlTransport
 
-    transport = BrowserTransport(
+    transport = CurlTransport(
         headers=browser_headers(url, url),
         browser=IMPERSONATE,
         proxy=None,
@@ -194,7 +194,7 @@ def overhead(out: Path, work: Path, prompts: int = 20_000, rounds: int = 5) -> N
                 "bare curl_cffi loop": functools.partial(
                     _bare_loop, url, input_path, 32, chat, scrape_each=False
                 ),
-                "bare loop on BrowserTransport": functools.partial(
+                "bare loop on CurlTransport": functools.partial(
                     _bare_loop, url, input_path, 32, chat, scrape_each=False, http="transport"
                 ),
                 "batchgpt session layer": functools.partial(

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from batchgpt.errors import (
-    MissingRequirementsError,
     NonceError,
     NoNonceError,
     ProviderError,
@@ -39,11 +38,11 @@ from batchgpt.providers.chatgpt_es.answer import (
 from batchgpt.providers.chatgpt_es.message import SYSTEM_PROMPT, format_message
 from batchgpt.providers.chatgpt_es.page import AipkitBot, ChatPage, LegacyChat, read_chat_page
 from batchgpt.providers.chatgpt_es.wordpress import AJAX_PATH, CHATS
-from batchgpt.providers.http import DEFAULT_MAX_ANSWER_BYTES
+from batchgpt.providers.http import DEFAULT_MAX_ANSWER_BYTES, curl_transport
 
 if TYPE_CHECKING:
     from batchgpt.pacing import Pacer
-    from batchgpt.providers.transport import BrowserTransport, StreamedReply
+    from batchgpt.providers.transport import CurlTransport, StreamedReply
 
 T = TypeVar("T")
 #: What a session asks: the legacy chat widget, or one AIPKit bot.
@@ -88,7 +87,7 @@ class MissingBotError(SiteChangedError):
 class _CookieJar:
     """A transport (one cookie jar) plus the number of requests still using it."""
 
-    def __init__(self, http: BrowserTransport) -> None:
+    def __init__(self, http: CurlTransport) -> None:
         self.http = http
         self.in_flight = 0
         self.retired = False
@@ -440,14 +439,8 @@ class ChatGptEsSession:
         if jar.retired and jar.in_flight == 0:
             await jar.http.close()
 
-    def _new_http(self) -> BrowserTransport:
-        try:
-            from batchgpt.providers.transport import BrowserTransport
-        except ImportError as exc:
-            raise MissingRequirementsError(
-                'Install or update "curl_cffi" package | pip install -U "curl_cffi>=0.17"'
-            ) from exc
-        return BrowserTransport(
+    def _new_http(self) -> CurlTransport:
+        return curl_transport(
             headers=browser_headers(self.origin, self.url),
             browser=IMPERSONATE,
             proxy=self.proxy,
