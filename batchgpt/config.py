@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 from batchgpt.errors import ModelNotSupportedError, UsageError
 from batchgpt.formats import FORMATS
@@ -52,6 +53,22 @@ class Kind:
 
 class Text(Kind):
     pass
+
+
+class Url(Kind):
+    """An http(s) URL with a host and nothing libcurl would refuse (a space, say): caught here,
+    named by its option, not as a connection failure on every prompt."""
+
+    metavar: str = "URL"
+
+    def parse(self, value: Any) -> str:
+        text = super().parse(value)
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"must be an http:// or https:// URL, not {text!r}")
+        if any(char.isspace() or not char.isprintable() for char in text):
+            raise ValueError(f"must be a URL without spaces or control characters, not {text!r}")
+        return text
 
 
 @dataclass(frozen=True)
@@ -253,7 +270,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "base_url",
-        Text(),
+        Url(),
         "The service: the chat page (chatgpt-es), the API root (openai).",
         default_text="the provider's own",
     ),

@@ -28,6 +28,7 @@ from batchgpt.config import (
     ShardKind,
     Text,
     Texts,
+    Url,
     option,
     run_options,
 )
@@ -68,6 +69,9 @@ READS: list[tuple[Kind, Any, Any]] = [
     (Texts(), "http://a:1", ["http://a:1"]),
     (Texts(), ["http://a:1", "http://b:2"], ["http://a:1", "http://b:2"]),
     (Texts(), ("http://a:1",), ["http://a:1"]),
+    (Url(), "https://chatgpt.es", "https://chatgpt.es"),
+    (Url(), "http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+    (Url(), "https://example.org/chat/?lang=es", "https://example.org/chat/?lang=es"),
 ]
 
 
@@ -104,6 +108,11 @@ REFUSALS: list[tuple[Kind, Any, str]] = [
     (Flag(), "maybe", "must be true or false, not 'maybe'"),
     (Flag(), 1, "must be true or false, not 1"),
     (Texts(), [1, 2], "must be a list of strings"),
+    (Url(), "chatgpt.es", "must be an http:// or https:// URL, not 'chatgpt.es'"),
+    (Url(), "ftp://x.org", "must be an http:// or https:// URL"),
+    (Url(), "https://", "must be an http:// or https:// URL"),
+    (Url(), "https://example.org/my chat", "without spaces or control characters"),
+    (Url(), 7, "must be text, not int"),
 ]
 
 
@@ -123,13 +132,14 @@ def test_toml_types_are_the_values_a_job_file_may_hold_for_each_kind() -> None:
     assert Rate().toml_types == (str, int, float)
     assert Flag().toml_types == (bool,)
     assert Texts().toml_types == (list, tuple)
-    for kind in (Text(), Choice(("a",)), File(), ShardKind()):
+    for kind in (Text(), Url(), Choice(("a",)), File(), ShardKind()):
         assert kind.toml_types == (str,)
 
 
 #: A value each kind refuses, to check every option's message.
 BAD_VALUE: dict[type[Kind], Any] = {
     Text: 5,
+    Url: "example.org",
     Choice: "no-such-choice",
     Integer: "many",
     Number: "soon",

@@ -6,6 +6,7 @@ line or stopped early."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ class Site:
 
     url: str = ""
     headers: list[dict[str, str]] = field(default_factory=list)
+    raw: list[list[tuple[bytes, bytes]]] = field(default_factory=list)
     in_flight: int = 0
     most_in_flight: int = 0
     streams_finished: int = 0
@@ -59,6 +61,14 @@ def _app(site: Site) -> web.Application:
     async def big(request: web.Request) -> web.Response:
         return web.Response(body=b"x" * int(request.query["bytes"]))
 
+    async def gzipped(request: web.Request) -> web.Response:
+        body = gzip.compress(b"x" * int(request.query["bytes"]))
+        return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+
+    async def raw(request: web.Request) -> web.Response:
+        site.raw.append(list(request.raw_headers))
+        return web.Response(body=await request.read())
+
     async def lines(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -86,6 +96,8 @@ def _app(site: Site) -> web.Application:
     app.router.add_get("/slow", slow)
     app.router.add_get("/moved", moved)
     app.router.add_get("/big", big)
+    app.router.add_get("/gzipped", gzipped)
+    app.router.add_post("/raw", raw)
     app.router.add_get("/lines", lines)
     app.router.add_get("/endless", endless)
     return app
@@ -146,6 +158,40 @@ async def test_a_browser_s_headers_the_session_s_and_the_request_s(site) -> None
     assert posted["accept"] == "*/*" and posted["origin"] == "http://site"
     assert "expect" not in posted
     assert posted["content-type"] == "application/x-www-form-urlencoded"
+
+
+async def test_without_a_browser_only_the_given_headers_and_the_bytes_as_they_are(site) -> None:
+    """The OpenAI backend's shape: no impersonation, a JSON body (a NUL inside stays)."""
+    headers = {"content-type": "application/json", "user-agent": "batchgpt/test"}
+    transport = _transport(browser=None, headers=headers)
+    try:
+        status, _, body = await transport.request("POST", site.url + "/raw", data=b'{"a":"\x00"}')
+    finally:
+        await transport.close()
+    assert (status, body) == (200, b'{"a":"\x00"}')
+    (sent,) = site.raw
+    names = [name.lower() for name, _ in sent]
+    assert sorted(names) == [
+        b"accept-encoding",
+        b"content-length",
+        b"content-type",
+        b"host",
+        b"user-agent",
+    ]
+    assert dict(sent)[b"user-agent"] == b"batchgpt/test"
+
+
+async def test_a_compressed_answer_is_decoded_and_capped_as_decoded(site) -> None:
+    transport = _transport(max_answer_bytes=1000)
+    try:
+        gzipped = site.url + "/gzipped"
+        status, _, body = await transport.request("GET", gzipped, params={"bytes": "900"})
+        assert (status, body) == (200, b"x" * 900)
+        # ~300 bytes on the wire, 300,000 decoded: the cap is on what would be held
+        with pytest.raises(BadResponseError, match="larger than 1000 bytes"):
+            await transport.request("GET", gzipped, params={"bytes": "300000"})
+    finally:
+        await transport.close()
 
 
 async def test_a_whole_request_gets_status_headers_and_body(site) -> None:

@@ -37,7 +37,6 @@ from batchgpt.providers.http import (
     DEFAULT_MAX_ANSWER_BYTES,
     curl_transport,
     parse_retry_after,
-    too_big,
 )
 from batchgpt.records import content_text
 
@@ -47,8 +46,6 @@ if TYPE_CHECKING:
     from batchgpt.pacing import Pacer
     from batchgpt.providers.transport import CurlTransport
 
-#: The largest answer body read (PROTOCOL.md §C6); a bigger one is a retryable bad_response.
-#: A module constant until the core `--max-answer-bytes` option exists.
 #: The usual rule of thumb for English text, used only for the estimate before sending.
 CHARS_PER_TOKEN = 4
 #: Completion tokens assumed for a request that sets no max_tokens (corrected by its usage).
@@ -277,10 +274,8 @@ class OpenAIClient:
         self.requests += 1
         try:
             status, headers, body = await http.request("POST", self.endpoint, data=payload)
-        except ProviderError as error:
-            raise type(error)(self._scrub(error.message.encode()).decode()) from error
-        if len(body) > self.max_answer_bytes:  # decoded size of a compressed answer
-            raise too_big(f"POST {self.endpoint}", self.max_answer_bytes)
+        except ProviderError as error:  # from None: the cause's text holds the key unscrubbed
+            raise type(error)(self._scrub(error.message.encode()).decode()) from None
         return status, headers, self._scrub(body)
 
     def _scrub(self, body: bytes) -> bytes:

@@ -9,8 +9,8 @@ the timeout, the answer cap, redirects) and a request gives it only its URL, pro
 handles share one libcurl share handle (`CurlShare`: cookies, DNS and TLS sessions), so a session's
 cookies are one jar across all of them, as in a browser. The option values are the ones curl_cffi
 sets for the same request, so the site sees the same client; curl_cffi's own `AsyncCurl` drives
-the transfers on the event loop. A body is a form or bytes, sent with POST only; methods are given
-in capitals.
+the transfers on the event loop. A body is a form or bytes, for any method but GET; methods are
+given in capitals.
 """
 
 from __future__ import annotations
@@ -28,15 +28,18 @@ from curl_cffi.const import CurlLockData
 from curl_cffi.requests.impersonate import resolve_latest_browser_type
 
 from batchgpt.errors import (
+    BadResponseError,
     MissingRequirementsError,
     ProviderError,
     RequestTimeoutError,
     TransportError,
+    quote_body,
 )
-from batchgpt.providers.http import curl_failure
 
 #: libcurl's CURLE_OPERATION_TIMEDOUT.
 CURLE_OPERATION_TIMEDOUT = 28
+#: libcurl's CURLE_FILESIZE_EXCEEDED: the response (as decoded) was over the cap.
+CURLE_FILESIZE_EXCEEDED = 63
 #: What curl_cffi's requests ask for unless told otherwise (impersonation may widen it).
 ACCEPT_ENCODING = b"gzip, deflate, br"
 MAX_REDIRECTS = 30
@@ -93,6 +96,8 @@ class CurlTransport:
             await self._perform(curl, kind, f"{method} {url}")
             status = cast(int, curl.getinfo(CurlInfo.RESPONSE_CODE))
             self._give_back(curl, kind)
+        if not status:  # the transfer was ended without an answer (the transport closed)
+            raise TransportError(f"{method} {url} failed: no response")
         return status, read_headers(head.getvalue()), body.getvalue()
 
     async def stream(
@@ -209,16 +214,31 @@ class CurlTransport:
         except CurlError as exc:
             self._give_back(curl, kind)  # libcurl closed the connection: the handle is sound
             raise self._failure(what, exc) from exc
+        except asyncio.CancelledError:
+            self._drop(curl)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            raise TransportError(f"{what} failed: transfer lost") from None  # AsyncCurl gave up
         except BaseException:
             self._drop(curl)
             raise
 
     def _failure(self, what: str, exc: BaseException, *, streamed: bool = False) -> ProviderError:
-        if getattr(exc, "code", None) == CURLE_OPERATION_TIMEDOUT:
+        """The error a curl failure stands for: a timeout; an answer over the cap, a retryable
+        bad_response naming it; else a connection failure in curl's own words."""
+        code = getattr(exc, "code", None)
+        if code == CURLE_OPERATION_TIMEDOUT:
             if streamed:  # a stream's limit is a stall, not its length
                 return RequestTimeoutError(f"{what} sent nothing for {self.timeout:g} s")
             return RequestTimeoutError(f"{what} timed out after {self.timeout:g} s")
-        return curl_failure(what, exc, self.max_answer_bytes)
+        if code == CURLE_FILESIZE_EXCEEDED:
+            return BadResponseError(
+                f"{what}: the answer is larger than {self.max_answer_bytes} bytes "
+                "(--max-answer-bytes)"
+            )
+        text = str(exc).split(" See https://curl.se", 1)[0]
+        return TransportError(f"{what} failed: {quote_body(text, 200)}")
 
     def _drop(self, curl: Curl) -> None:
         """Stop a transfer that was not finished and close its handle."""
