@@ -44,17 +44,19 @@ def serving_in_thread(
     name: str,
     *,
     on_close: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Iterator[int]:
     """Serve the runner `make_runner` builds (in the server's own event loop) on a free loopback
-    port from a thread named `name`; yield the port. On exit, `on_close` runs in that loop, then
-    the server stops."""
+    port from a thread named `name`, over TLS with `ssl_context`; yield the port. On exit,
+    `on_close` runs in that loop, then the server stops."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     started: list[web.BaseRunner] = []
     failed: list[BaseException] = []
 
     async def build_and_start() -> web.BaseRunner:
-        return await start(make_runner())  # some runners need the running loop to be built
+        # some runners need the running loop to be built
+        return await start(make_runner(), ssl_context=ssl_context)
 
     def run() -> None:
         asyncio.set_event_loop(loop)
