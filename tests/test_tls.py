@@ -1,13 +1,18 @@
 """chatgpt.es over HTTPS, as the real site is served: libcurl checks the site's certificate
 against the CA bundle the environment names (here a throw-away one, through SSL_CERT_FILE, which
 curl_cffi reads), the run answers in both chat generations, and a site whose certificate nothing
-vouches for is refused with curl's reason, not answered."""
+vouches for is refused with curl's reason, not answered. Through a proxy, https goes through a
+CONNECT tunnel."""
 
 from __future__ import annotations
 
+import select
+import socket
+import socketserver
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,3 +99,62 @@ def test_a_certificate_nothing_vouches_for_is_refused(
         )
     assert result.returncode == 1
     assert "TransportError" in result.stderr and "certificate" in result.stderr, result.stderr
+
+
+class ConnectProxy(socketserver.ThreadingTCPServer):
+    """An HTTP proxy that only tunnels (CONNECT), as proxies do for https; `tunnels` lists the
+    targets it opened."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Tunnel)
+        self.tunnels: list[str] = []
+
+
+class _Tunnel(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head and (piece := self.request.recv(4096)):
+            head += piece
+        method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+        if method != "CONNECT":
+            self.request.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            return
+        assert isinstance(self.server, ConnectProxy)
+        self.server.tunnels.append(target)
+        host, port = target.rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as upstream:
+            self.request.sendall(b"HTTP/1.1 200 Connection established\r\nX-Proxy: t\r\n\r\n")
+            sockets = [self.request, upstream]
+            while True:
+                readable, _, _ = select.select(sockets, [], [], 30)
+                if not readable:
+                    return
+                for source in readable:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    (upstream if source is self.request else self.request).sendall(data)
+
+
+def test_https_through_a_proxy_goes_through_a_tunnel(
+    certificate: tuple[Path, Path], tmp: Path
+) -> None:
+    prompts = tmp / "prompts.jsonl"
+    write_prompts(prompts, 5)
+    proxy = ConnectProxy()
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        with _https_emulator("aipkit", *certificate) as url:
+            address = f"http://127.0.0.1:{proxy.server_address[1]}"
+            result = batchgpt(
+                run_args(prompts, url, "-q", "--proxy", address), env=_env(certificate[0])
+            )
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert result.returncode == 0, result.stderr
+    assert [r["status"] for r in read_results(tmp / "prompts.results.jsonl")] == ["ok"] * 5
+    assert proxy.tunnels and set(proxy.tunnels) == {url.removeprefix("https://")}
