@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from batchgpt.config import Flag, Option, Texts, option, run_options
+from batchgpt.config import Flag, Option, Texts, Url, option, run_options
 from batchgpt.errors import JobError, UsageError, file_error
 from batchgpt.logs import LOG_FORMAT_ENVVAR, LOG_FORMATS, announce, is_json, setup_logging
 
@@ -319,6 +319,11 @@ def probe(
     from batchgpt.probe import run_probe
     from batchgpt.providers.chatgpt_es import ChatGptEs
 
+    if url is not None:
+        try:
+            url = Url().parse(url)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="URL") from None
     report = run_probe(
         url or ChatGptEs.url,
         ask=ask,

@@ -56,18 +56,24 @@ class Text(Kind):
 
 
 class Url(Kind):
-    """An http(s) URL with a host and nothing libcurl would refuse (a space, say): caught here,
-    named by its option, not as a connection failure on every prompt."""
+    """An http(s) URL with a host, a valid port if any, and no control characters: caught here,
+    named by its option, not as a connection failure on every prompt. (Spaces and non-ASCII are
+    percent-encoded when sent.) Quoted with any password hidden."""
 
     metavar: str = "URL"
 
     def parse(self, value: Any) -> str:
         text = super().parse(value)
+        shown = redact(text)
         parts = urlsplit(text)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"must be an http:// or https:// URL, not {text!r}")
-        if any(char.isspace() or not char.isprintable() for char in text):
-            raise ValueError(f"must be a URL without spaces or control characters, not {text!r}")
+        try:
+            parts.port  # noqa: B018 - reading it checks it
+        except ValueError:
+            raise ValueError(f"must be a URL with a port from 0 to 65535, not {shown!r}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, not {shown!r}")
+        if any(not char.isprintable() and char != " " for char in text):
+            raise ValueError(f"must be a URL without control characters, not {shown!r}")
         return text
 
 

@@ -72,6 +72,7 @@ READS: list[tuple[Kind, Any, Any]] = [
     (Url(), "https://chatgpt.es", "https://chatgpt.es"),
     (Url(), "http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
     (Url(), "https://example.org/chat/?lang=es", "https://example.org/chat/?lang=es"),
+    (Url(), "https://example.es/chat español/", "https://example.es/chat español/"),
 ]
 
 
@@ -108,10 +109,13 @@ REFUSALS: list[tuple[Kind, Any, str]] = [
     (Flag(), "maybe", "must be true or false, not 'maybe'"),
     (Flag(), 1, "must be true or false, not 1"),
     (Texts(), [1, 2], "must be a list of strings"),
-    (Url(), "chatgpt.es", "must be an http:// or https:// URL, not 'chatgpt.es'"),
+    (Url(), "chatgpt.es", "must be an http:// or https:// URL with a host, not 'chatgpt.es'"),
     (Url(), "ftp://x.org", "must be an http:// or https:// URL"),
     (Url(), "https://", "must be an http:// or https:// URL"),
-    (Url(), "https://example.org/my chat", "without spaces or control characters"),
+    (Url(), "http://:80/", "must be an http:// or https:// URL with a host"),
+    (Url(), "https://h:99999/", "with a port from 0 to 65535"),
+    (Url(), "https://example.org/a\tb", "without control characters"),
+    (Url(), "https://me:s3cret@example.org:99999/", "https://***@example.org:99999/"),
     (Url(), 7, "must be text, not int"),
 ]
 

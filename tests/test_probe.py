@@ -78,3 +78,10 @@ def test_an_unreachable_site(closed_port: int) -> None:
     done = run_cli("probe", f"http://127.0.0.1:{closed_port}", "--timeout", "2")
     assert done.returncode == 69
     assert "connection" in done.stdout
+
+
+def test_a_url_without_scheme_is_a_usage_error_naming_it() -> None:
+    result = run_cli("probe", "chatgpt.es")
+    assert result.returncode == 2
+    assert "Invalid value for URL" in result.stderr
+    assert "must be an http:// or https:// URL with a host, not 'chatgpt.es'" in result.stderr

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 from collections.abc import AsyncIterator, Mapping
 from io import BytesIO
 from typing import cast
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from curl_cffi import AsyncCurl, Curl, CurlError, CurlInfo, CurlOpt, CurlShare
 from curl_cffi.const import CurlLockData
 from curl_cffi.requests.impersonate import resolve_latest_browser_type
+from curl_cffi.requests.utils import requote_uri
 
 from batchgpt.errors import (
     BadResponseError,
@@ -87,10 +89,11 @@ class CurlTransport:
         """Status, headers (names in lower case) and body of one whole request; a failure is the
         `ProviderError` it stands for."""
         kind = self._kind(method, False, data, headers)
+        target, form = _target(url, params), _body(method, data)
         async with self._slots:
             curl = self._take(kind)
             body, head = BytesIO(), BytesIO()
-            self._aim(curl, method, url, data, params)
+            self._aim(curl, target, form)
             curl.setopt(CurlOpt.WRITEDATA, body)
             curl.setopt(CurlOpt.HEADERDATA, head)
             await self._perform(curl, kind, f"{method} {url}")
@@ -112,6 +115,7 @@ class CurlTransport:
         """A request whose body is read as it arrives: its status and headers are known when this
         returns; `aclose()` the reply when done with it."""
         kind = self._kind(method, True, data, headers)
+        target, form = _target(url, params), _body(method, data)
         await self._slots.acquire()
         try:
             reply = StreamedReply(self, self._take(kind), kind, f"{method} {url}")
@@ -119,7 +123,7 @@ class CurlTransport:
             self._slots.release()
             raise
         try:
-            self._aim(reply.curl, method, url, data, params)
+            self._aim(reply.curl, target, form)
             await reply.start()
         except BaseException:
             await reply.aclose()
@@ -127,7 +131,8 @@ class CurlTransport:
         return reply
 
     async def close(self) -> None:
-        """Close every handle; only once no request is in flight."""
+        """Close every handle; only once no request is in flight (AsyncCurl would end those as
+        if they had finished)."""
         self._closed = True
         for handles in self._idle.values():
             for curl in handles:
@@ -173,38 +178,29 @@ class CurlTransport:
         curl.setopt(CurlOpt.MAXREDIRS, MAX_REDIRECTS)
         curl.setopt(CurlOpt.ACCEPT_ENCODING, ACCEPT_ENCODING)
         if self.browser and curl.impersonate(self.browser) != 0:
+            curl.close()
             raise MissingRequirementsError(f"curl_cffi cannot impersonate {self.browser}")
         curl.setopt(CurlOpt.MAXFILESIZE_LARGE, self.max_answer_bytes)
         curl.setopt(CurlOpt.SHARE, self._share._curl_share)
         curl._share = self._share  # as curl_cffi does: the share lives while a handle uses it
         return curl
 
-    def _aim(
-        self,
-        curl: Curl,
-        method: str,
-        url: str,
-        data: Body,
-        params: Mapping[str, str] | None,
-    ) -> None:
+    def _aim(self, curl: Curl, target: bytes, body: bytes | None) -> None:
         """Give a handle what is this request's own: its URL (and proxy) and body."""
-        if params:
-            url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
-        curl.setopt(CurlOpt.URL, url.encode())
+        curl.setopt(CurlOpt.URL, target)
         if self.proxy:
-            self._aim_proxy(curl, url)
-        if method != "GET":
-            body = data if isinstance(data, bytes) else urlencode(data or {}).encode()
+            self._aim_proxy(curl, target)
+        if body is not None:
             curl.setopt(CurlOpt.POSTFIELDS, body)
             curl.setopt(CurlOpt.POSTFIELDSIZE, len(body))
 
-    def _aim_proxy(self, curl: Curl, url: str) -> None:
+    def _aim_proxy(self, curl: Curl, target: bytes) -> None:
         """The proxy as curl_cffi sets it: a tunnel for https unless it is SOCKS, and no
         connection reused across proxy credentials."""
         assert self.proxy is not None
         curl.setopt(CurlOpt.PROXY_CREDENTIAL_NO_REUSE, 1)
         curl.setopt(CurlOpt.PROXY, self.proxy)
-        tunnel = urlsplit(url).scheme == "https" and not self.proxy.startswith("socks")
+        tunnel = target.startswith(b"https:") and not self.proxy.startswith("socks")
         curl.setopt(CurlOpt.HTTPPROXYTUNNEL, int(tunnel))
 
     async def _perform(self, curl: Curl, kind: HandleKind, what: str) -> None:
@@ -229,8 +225,8 @@ class CurlTransport:
         bad_response naming it; else a connection failure in curl's own words."""
         code = getattr(exc, "code", None)
         if code == CURLE_OPERATION_TIMEDOUT:
-            if streamed:  # a stream's limit is a stall, not its length
-                return RequestTimeoutError(f"{what} sent nothing for {self.timeout:g} s")
+            if streamed:  # a stream's limit is a stall (or the connect), not its length
+                return RequestTimeoutError(f"{what} timed out: nothing for {self.timeout:g} s")
             return RequestTimeoutError(f"{what} timed out after {self.timeout:g} s")
         if code == CURLE_FILESIZE_EXCEEDED:
             return BadResponseError(
@@ -350,6 +346,28 @@ class StreamedReply:
                 transport._give_back(self.curl, self._kind)
         finally:
             transport._slots.release()
+
+
+def _target(url: str, params: Mapping[str, str] | None) -> bytes:
+    """The URL to send: `url` percent-encoded as curl_cffi encodes it (a space, say, which
+    libcurl refuses), then `params` as a query."""
+    target = _requoted(url)
+    if params:
+        target = f"{target}{'&' if '?' in target else '?'}{urlencode(params)}"
+    return target.encode()
+
+
+@functools.lru_cache(maxsize=64)
+def _requoted(url: str) -> str:
+    """A transport sends to a handful of URLs (page, endpoint): each is encoded once."""
+    return requote_uri(url)
+
+
+def _body(method: str, data: Body) -> bytes | None:
+    """What a request sends: none for GET, else `data` (a form is URL-encoded)."""
+    if method == "GET":
+        return None
+    return data if isinstance(data, bytes) else urlencode(data or {}).encode()
 
 
 def read_headers(block: bytes) -> dict[str, str]:
