@@ -158,7 +158,7 @@ class CurlTransport:
     def _new_handle(
         self, method: str, streamed: bool, extra_headers: tuple[tuple[str, str], ...]
     ) -> Curl:
-        """A handle set up as curl_cffi sets one for this kind of request, in its order."""
+        """A handle with the options curl_cffi sets for this kind of request."""
         curl = Curl()
         if method == "POST":
             curl.setopt(CurlOpt.POST, 1)
