@@ -5,7 +5,7 @@ curl_cffi's `AsyncSession` sets every option of every request anew: the imperson
 merged headers, the cookies copied from its Python jar into libcurl and back. At zero latency that
 is 40 % of a bare request loop's time, more than all of batchgpt's own work. Here a handle is set
 up once with what never changes in a session (the browser it impersonates, if any, the headers,
-the timeout, the answer cap, redirects) and a request gives it only its URL, proxy and body. The
+the timeout, the answer cap, redirects, the proxy) and a request gives it only its URL and body. The
 handles share one libcurl share handle (`CurlShare`: cookies, DNS and TLS sessions), so a session's
 cookies are one jar across all of them, as in a browser. The option values are the ones curl_cffi
 sets for the same request, so the site sees the same client; curl_cffi's own `AsyncCurl` drives
@@ -176,6 +176,9 @@ class CurlTransport:
             curl.setopt(CurlOpt.TIMEOUT_MS, int(self.timeout * 1000))
         curl.setopt(CurlOpt.FOLLOWLOCATION, 1)
         curl.setopt(CurlOpt.MAXREDIRS, MAX_REDIRECTS)
+        if self.proxy:  # as curl_cffi sets it: no connection reused across proxy credentials
+            curl.setopt(CurlOpt.PROXY_CREDENTIAL_NO_REUSE, 1)
+            curl.setopt(CurlOpt.PROXY, self.proxy)
         curl.setopt(CurlOpt.ACCEPT_ENCODING, ACCEPT_ENCODING)
         if self.browser and curl.impersonate(self.browser) != 0:
             curl.close()
@@ -186,22 +189,15 @@ class CurlTransport:
         return curl
 
     def _aim(self, curl: Curl, target: bytes, body: bytes | None) -> None:
-        """Give a handle what is this request's own: its URL (and proxy) and body."""
+        """Give a handle what is this request's own: its URL (through a proxy, a tunnel for
+        https unless the proxy is SOCKS, as curl_cffi decides) and body."""
         curl.setopt(CurlOpt.URL, target)
         if self.proxy:
-            self._aim_proxy(curl, target)
+            tunnel = target.startswith(b"https:") and not self.proxy.startswith("socks")
+            curl.setopt(CurlOpt.HTTPPROXYTUNNEL, int(tunnel))
         if body is not None:
             curl.setopt(CurlOpt.POSTFIELDS, body)
             curl.setopt(CurlOpt.POSTFIELDSIZE, len(body))
-
-    def _aim_proxy(self, curl: Curl, target: bytes) -> None:
-        """The proxy as curl_cffi sets it: a tunnel for https unless it is SOCKS, and no
-        connection reused across proxy credentials."""
-        assert self.proxy is not None
-        curl.setopt(CurlOpt.PROXY_CREDENTIAL_NO_REUSE, 1)
-        curl.setopt(CurlOpt.PROXY, self.proxy)
-        tunnel = target.startswith(b"https:") and not self.proxy.startswith("socks")
-        curl.setopt(CurlOpt.HTTPPROXYTUNNEL, int(tunnel))
 
     async def _perform(self, curl: Curl, kind: HandleKind, what: str) -> None:
         """Run one transfer to its end; a handle whose transfer was cancelled is closed."""
